@@ -1,0 +1,45 @@
+"""The classifier interface and its per-mask result."""
+from __future__ import annotations
+
+from abc import ABC, abstractmethod
+from dataclasses import dataclass
+from typing import Sequence
+
+import numpy as np
+
+from ..labels import UNKNOWN_ID, Label
+from ..masks import InstanceMask
+
+
+@dataclass
+class Classification:
+    """class_id: a label id or UNKNOWN_ID; probabilities: (K,) float32 in label order (empty when
+    unclassified); embedding: (D,) float32 L2-normalised image embedding (empty when none)."""
+
+    class_id: int
+    class_name: str
+    score: float
+    probabilities: np.ndarray
+    embedding: np.ndarray
+
+
+def unclassified() -> Classification:
+    return Classification(UNKNOWN_ID, "Unknown", 0.0, np.zeros(0, np.float32), np.zeros(0, np.float32))
+
+
+class Classifier(ABC):
+    name: str = "classifier"
+    labels: tuple[Label, ...] = ()
+
+    @abstractmethod
+    def classify(self, rgb: np.ndarray, masks: Sequence[InstanceMask]) -> list[Classification]:
+        """One Classification per mask of the RGB uint8 (H, W, 3) image, in order."""
+
+
+class NullClassifier(Classifier):
+    """No classifier configured: every instance is UNKNOWN with empty scores."""
+
+    name = "none"
+
+    def classify(self, rgb: np.ndarray, masks: Sequence[InstanceMask]) -> list[Classification]:
+        return [unclassified() for _ in masks]
