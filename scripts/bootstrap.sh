@@ -40,7 +40,7 @@ reqs=("$ROOT/requirements.txt" "$ROOT/requirements-dev.txt")
 [ -z "${ROS_DISTRO:-}" ] && reqs=("$ROOT/requirements-ros.txt" "${reqs[@]}")
 d=$(digest "${reqs[@]}")
 if fresh pip "$d"; then
-  log "installing Python packages (first run: a few minutes)"
+  log "installing Python packages (a few minutes on a fresh machine)"
   args=()
   for r in "${reqs[@]}"; do args+=(-r "$r"); done
   # The file:// index mirrors of some machines list names they do not hold; their warnings are noise.
