@@ -51,7 +51,7 @@ if fresh pip "$d"; then
   if [ -z "${ROS_DISTRO:-}" ]; then
     inc=$("$PY" -c "import sysconfig; print(sysconfig.get_paths()['include'])")
     site=$("$PY" -c "import sysconfig; print(sysconfig.get_paths()['purelib'])")
-    grep -rl --include='*.cmake' /opt/python/cp311-cp311 "$VENV/share" 2>/dev/null | while read -r f; do
+    { grep -rl --include='*.cmake' /opt/python/cp311-cp311 "$VENV/share" 2>/dev/null || true; } | while read -r f; do
       sed -i -e "s#/opt/python/cp311-cp311/include/python3.11#$inc#g" \
              -e "s#/opt/python/cp311-cp311/lib/python3.11/site-packages#$site#g" "$f"
     done
