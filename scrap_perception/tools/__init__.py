@@ -1,0 +1,84 @@
+"""Offline command-line tools (``scrap-tools <command>``): synthetic data, dataset split, evaluation
+and fine-tuning. Each command is a module with ``register(subparsers)``; ``cli`` gathers them.
+
+What the evaluation commands share lives here: the run folder and the error convention (a
+``ToolError`` is printed as one line and exits with status 2, never as a traceback).
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import time
+from pathlib import Path
+from typing import Any, Optional
+
+
+class ToolError(RuntimeError):
+    """Bad input to a tool; the message says what and where."""
+
+
+def add_run_options(p: argparse.ArgumentParser, tool: str) -> None:
+    """--out (results folder) and --seed."""
+    p.add_argument("--out", type=Path, default=None,
+                   help=f"results folder (default out/{tool}/<timestamp>)")
+    p.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
+
+
+def run_folder(out: Optional[Path], tool: str) -> Path:
+    """``out``, or a new ``out/<tool>/<timestamp>`` (suffixed when that exists), created."""
+    if out is None:
+        base = Path("out") / tool / time.strftime("%Y%m%d-%H%M%S")
+        out, k = base, 1
+        while out.exists():
+            out, k = base.with_name(f"{base.name}-{k}"), k + 1
+    out.mkdir(parents=True, exist_ok=True)
+    return out
+
+
+def save_config(out: Path, args: argparse.Namespace) -> None:
+    """Writes the options of the run as ``config.json`` (so a results folder says how it was made)."""
+    config: dict[str, Any] = {k: v for k, v in vars(args).items() if not callable(v)}
+    (out / "config.json").write_text(json.dumps(config, indent=2, default=str, ensure_ascii=False) + "\n")
+
+
+def write_table(stem: Path, header: list[str], rows: list[list[Any]], title: str = "", digits: int = 4) -> None:
+    """Writes ``stem.csv`` (full precision) and ``stem.md`` (a Markdown table, floats to ``digits``)."""
+    import csv
+
+    with open(stem.with_suffix(".csv"), "w", newline="", encoding="utf-8") as f:
+        w = csv.writer(f)
+        w.writerow(header)
+        w.writerows(rows)
+
+    def cell(v: Any) -> str:
+        if isinstance(v, float):
+            return "—" if v != v else f"{v:.{digits}f}"  # NaN: not applicable
+        return str(v)
+
+    lines = ([f"### {title}", ""] if title else []) + [
+        "| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
+    lines += ["| " + " | ".join(cell(v) for v in row) + " |" for row in rows]
+    stem.with_suffix(".md").write_text("\n".join(lines) + "\n", encoding="utf-8")
+
+
+def parse_json_arg(value: str) -> dict:
+    """An argparse type: a JSON object given inline or as the path of a JSON file."""
+    text = Path(value).read_text(encoding="utf-8") if Path(value).is_file() else value
+    try:
+        obj = json.loads(text)
+    except json.JSONDecodeError as e:
+        raise argparse.ArgumentTypeError(f"not a JSON object or a JSON file: {e}") from None
+    if not isinstance(obj, dict):
+        raise argparse.ArgumentTypeError("must be a JSON object")
+    return obj
+
+
+def parse_mapping(items: Optional[list[str]], option: str) -> dict[str, str]:
+    """``["LABEL=VALUE", ...]`` -> {LABEL: VALUE}; ToolError naming ``option`` on a malformed item."""
+    out: dict[str, str] = {}
+    for item in items or []:
+        label, sep, value = item.partition("=")
+        if not sep or not label or not value:
+            raise ToolError(f"{option} {item!r}: expected LABEL=VALUE")
+        out[label] = value
+    return out

@@ -1,0 +1,38 @@
+"""``scrap-tools split``: split a COCO json by image into train.json / val.json (85/15 by default)."""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+from . import add_run_options, run_folder
+
+TOOL = "split"
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(TOOL, help="seeded 85/15 train/validation split of a COCO dataset",
+                              description=__doc__ + "\nImage paths in the new files are rewritten relative "
+                                                    "to the output folder.")
+    p.add_argument("--data", type=Path, required=True, help="COCO instance-segmentation json")
+    p.add_argument("--image-root", type=Path, default=None, help="folder of the images (default: the json's)")
+    p.add_argument("--val-fraction", type=float, default=0.15, help="validation share of images (default 0.15)")
+    add_run_options(p, TOOL)
+    p.set_defaults(func=run)
+    return p
+
+
+def run(args: argparse.Namespace) -> int:
+    from ..data import CocoDataset, DatasetError, split_coco
+
+    try:
+        CocoDataset(args.data, args.image_root)  # validates the file before anything is written
+        out = run_folder(args.out, TOOL)
+        train, val = split_coco(args.data, out, args.val_fraction, args.seed, args.image_root)
+    except (DatasetError, ValueError) as e:
+        print(f"{TOOL}: error: {e}", file=sys.stderr)
+        return 2
+    counts = [len(json.loads(p.read_text(encoding="utf-8"))["images"]) for p in (train, val)]
+    print(f"{TOOL}: {counts[0]} training images -> {train}, {counts[1]} validation images -> {val}")
+    return 0
