@@ -1,0 +1,32 @@
+"""Input checks shared by the backends: images, and prompts under the ``prompts.sanitize`` policy."""
+from __future__ import annotations
+
+from typing import Sequence
+
+import numpy as np
+
+from ..prompts import Prompt, PromptError, sanitize
+
+
+def check_image(rgb: np.ndarray, index: int) -> None:
+    """Raises ValueError unless ``rgb`` is a non-empty RGB uint8 (H, W, 3) array; index names it."""
+    if not isinstance(rgb, np.ndarray) or rgb.ndim != 3 or rgb.shape[2] != 3 or rgb.dtype != np.uint8:
+        what = f"{type(rgb).__name__} {getattr(rgb, 'dtype', '')} {getattr(rgb, 'shape', '')}"
+        raise ValueError(f"image {index}: expected an RGB uint8 (H, W, 3) array, got {what}")
+    if rgb.shape[0] < 1 or rgb.shape[1] < 1:
+        raise ValueError(f"image {index}: empty image of shape {rgb.shape}")
+
+
+def check_prompts(prompts: Sequence[Prompt], image_hw: tuple[int, int]) -> list[Prompt]:
+    """Every prompt through ``sanitize`` (clip or reject), plus point labels limited to 1 (positive) and
+    0 (negative): SAM reserves -1, 2 and 3 for padding and box corners. A rejection raises PromptError
+    naming the prompt's index and id."""
+    out = []
+    for i, p in enumerate(prompts):
+        try:
+            if len(p.point_labels) and not np.isin(p.point_labels, (0, 1)).all():
+                raise PromptError(f"point labels must be 1 (positive) or 0 (negative), got {p.point_labels.tolist()}")
+            out.append(sanitize(p, image_hw))
+        except PromptError as e:
+            raise PromptError(f"prompt {i}{f' (id {p.id!r})' if p.id else ''}: {e}") from None
+    return out

@@ -1,0 +1,239 @@
+"""SAM / MobileSAM / SAM-HQ behind the Segmenter interface: batched encoding, chunked decoding.
+
+Numerically this is ``SamPredictor`` of the model's own package (same resize, normalisation, prompt
+transform and decoder), reorganised for throughput: several images in one encoder call, all prompts
+of a frame decoded in chunks from one image embedding, and masks upsampled only inside their ROI.
+
+Mask choice (as the paper and the reference predictors): boxes, box+point and multi-point prompts take
+the single-mask output; a lone point takes the multimask output with the highest predicted IoU;
+``return_all`` gives the three multimask outputs. SAM-HQ adds its HQ-token mask to the chosen SAM mask
+(or uses it alone with ``hq_token_only``), exactly as ``MaskDecoderHQ.forward``.
+"""
+from __future__ import annotations
+
+import importlib
+import time
+from collections import OrderedDict, defaultdict
+from typing import Optional, Sequence
+
+import numpy as np
+import torch
+
+from ..masks import InstanceMask
+from ..prompts import Prompt, box_point_prompt
+from .base import EncodedImage, Segmenter
+from .checks import check_image, check_prompts
+from .devices import autocast, default_chunk_size
+from .postprocess import RoiUpsampler, instance_masks
+from .registry import ModelSpec
+
+MULTIMASK = slice(1, 4)  # tokens 1..3 are the multimask outputs, token 0 the single-mask output
+
+
+class SamSegmenter(Segmenter):
+    """model: the package's ``Sam`` (on ``device``); dtype: float32, or bf16/fp16 run under autocast;
+    chunk_size: prompts per decoder call (None: the device's default); hq_token_only: SAM-HQ only."""
+
+    def __init__(self, model: torch.nn.Module, spec: ModelSpec, device: torch.device,
+                 dtype: torch.dtype = torch.float32, chunk_size: Optional[int] = None,
+                 hq_token_only: bool = False) -> None:
+        super().__init__()
+        self.model = model.eval()
+        self.spec = spec
+        self.name = spec.name
+        self.device = device
+        self.dtype = dtype
+        self.chunk_size = int(chunk_size or default_chunk_size(device))
+        if self.chunk_size < 1:
+            raise ValueError(f"chunk_size must be >= 1, not {chunk_size}")
+        self.hq = spec.hq
+        if hq_token_only and not self.hq:
+            raise ValueError(f"hq_token_only applies to SAM-HQ model types, not {spec.name}")
+        self.hq_token_only = hq_token_only
+        self.image_size = int(model.prompt_encoder.input_image_size[0])
+        self.mask_threshold = float(model.mask_threshold)
+        transforms = importlib.import_module(f"{spec.package}.utils.transforms")
+        self.transform = transforms.ResizeLongestSide(self.image_size)
+        with torch.inference_mode():
+            self.dense_pe = model.prompt_encoder.get_dense_pe()
+        self._upsamplers: OrderedDict[tuple, RoiUpsampler] = OrderedDict()
+
+    # ---------------------------------------------------------------- encoding
+    def encode(self, images: Sequence[np.ndarray]) -> list[EncodedImage]:
+        """RGB uint8 (H, W, 3) images -> one EncodedImage each, from a single encoder call.
+
+        Each image is resized (long side = image_size, as ResizeLongestSide), normalised and padded to
+        a square; features: (1, 256, S/16, S/16); SAM-HQ keeps the early features in extra['interm'].
+        """
+        if not len(images):
+            return []
+        s = self.image_size
+        batch = torch.zeros((len(images), 3, s, s), dtype=torch.float32, device=self.device)
+        sizes = []
+        for i, rgb in enumerate(images):
+            check_image(rgb, i)
+            if min(self.transform.get_preprocess_shape(rgb.shape[0], rgb.shape[1], s)) < 1:
+                raise ValueError(f"image {i}: {rgb.shape[1]}x{rgb.shape[0]} is too elongated for the model's "
+                                 f"{s}-pixel input (its short side would shrink to 0 pixels)")
+            resized = self.transform.apply_image(rgb)
+            h, w = resized.shape[:2]
+            batch[i, :, :h, :w] = torch.as_tensor(resized, device=self.device).permute(2, 0, 1)
+            sizes.append(((int(rgb.shape[0]), int(rgb.shape[1])), (h, w)))
+        batch = (batch - self.model.pixel_mean) / self.model.pixel_std
+        for i, (_, (h, w)) in enumerate(sizes):
+            batch[i, :, h:, :] = 0  # Sam.preprocess pads after normalising
+            batch[i, :, :, w:] = 0
+        with torch.inference_mode(), autocast(self.device, self.dtype):
+            out = self.model.image_encoder(batch)
+        feats, interm = (out[0], out[1][0]) if self.hq else (out, None)
+        return [EncodedImage(orig, inp, feats[i:i + 1],
+                             {} if interm is None else {"interm": interm[i:i + 1]})
+                for i, (orig, inp) in enumerate(sizes)]
+
+    # ---------------------------------------------------------------- decoding
+    def segment(self, prompts: Sequence[Prompt], encoded: Optional[EncodedImage] = None,
+                return_all: bool = False, return_logits: bool = False
+                ) -> list[InstanceMask] | list[list[InstanceMask]]:
+        """One InstanceMask per prompt (with ``return_all``: the three multimask candidates per prompt).
+
+        Every prompt goes through ``checks.check_prompts`` (the sanitize policy); a rejected one raises
+        PromptError naming its index. Prompts with the same structure are decoded together in chunks of
+        ``chunk_size``; all masks are then upsampled in one batch.
+        """
+        enc = encoded if encoded is not None else self.encoded
+        clean = check_prompts(prompts, enc.original_hw)
+        if not clean:
+            return []
+        groups: dict[tuple, list[int]] = defaultdict(list)
+        for i, p in enumerate(clean):
+            groups[(p.box is not None, len(p.points))].append(i)
+        per_prompt = 3 if return_all else 1
+        logits = [None] * len(clean)
+        ious = [None] * len(clean)
+        with torch.inference_mode():
+            for (has_box, n_points), idx in groups.items():
+                mode = "all" if return_all else ("single" if has_box or n_points > 1 else "best")
+                for start in range(0, len(idx), self.chunk_size):
+                    chunk = idx[start:start + self.chunk_size]
+                    coords, labels, boxes = self._prompt_tensors([clean[i] for i in chunk], enc)
+                    lr, iou = self.predict_logits(enc, coords, labels, boxes, mode)
+                    for j, i in enumerate(chunk):
+                        logits[i], ious[i] = lr[j], iou[j]
+            flat_lr = torch.stack(logits).flatten(0, 1)  # (P * per_prompt, L, L)
+            flat_iou = torch.stack(ious).flatten()
+            masks = self.masks_from_logits(enc, flat_lr, flat_iou, return_logits)
+        if return_all:
+            return [masks[k:k + per_prompt] for k in range(0, len(masks), per_prompt)]
+        return masks
+
+    def masks_from_logits(self, enc: EncodedImage, low_res: torch.Tensor, ious: torch.Tensor,
+                          return_logits: bool = False) -> list[InstanceMask]:
+        """(N, L, L) low-res logits -> N InstanceMasks of the original image, upsampled inside their ROI."""
+        up = self.upsampler(enc)
+        out: list[InstanceMask] = []
+        start = 0
+        for win in up.windows(low_res, self.mask_threshold):
+            n = len(win.h)
+            out += instance_masks(win, self.mask_threshold, ious[start:start + n],
+                                  low_res[start:start + n] if return_logits else None)
+            start += n
+        return out
+
+    def predict_logits(self, enc: EncodedImage, coords: Optional[torch.Tensor], labels: Optional[torch.Tensor],
+                       boxes: Optional[torch.Tensor], mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Decodes B prompts already in the model's input frame (coords (B, N, 2), labels (B, N), boxes (B, 4)).
+
+        mode: 'single' (token 0), 'best' (the multimask output of highest predicted IoU) or 'all' (the three
+        multimask outputs). Returns float32 low-res logits (B, C, L, L) and predicted IoUs (B, C), C = 3 for
+        'all' else 1: the reference predictors' low_res_masks and iou_predictions.
+        """
+        pe, dec = self.model.prompt_encoder, self.model.mask_decoder
+        with torch.inference_mode(), autocast(self.device, self.dtype):
+            sparse, dense = pe(points=None if coords is None else (coords, labels), boxes=boxes, masks=None)
+            kw = dict(image_embeddings=enc.features, image_pe=self.dense_pe, sparse_prompt_embeddings=sparse,
+                      dense_prompt_embeddings=dense)
+            if self.hq:
+                kw["hq_features"] = self._hq_features(enc)
+            masks, iou = dec.predict_masks(**kw)
+        masks, iou = masks.float(), iou.float()
+        hq_mask = masks[:, 4:5] if self.hq else None
+        if mode == "single":
+            masks, iou = masks[:, 0:1], iou[:, 0:1]
+        elif mode == "best":
+            iou, best = iou[:, MULTIMASK].max(1, keepdim=True)
+            masks = masks[:, MULTIMASK][torch.arange(len(best), device=best.device), best[:, 0]][:, None]
+        elif mode == "all":
+            masks, iou = masks[:, MULTIMASK], iou[:, MULTIMASK]
+        else:
+            raise ValueError(f"mode must be 'single', 'best' or 'all', not {mode!r}")
+        if hq_mask is not None:
+            masks = hq_mask.expand_as(masks) if self.hq_token_only else masks + hq_mask
+        return masks, iou
+
+    def _hq_features(self, enc: EncodedImage) -> torch.Tensor:
+        """SAM-HQ's fused high-resolution features of an image, computed once per image and decoder."""
+        dec = self.model.mask_decoder
+        key = ("hq_features", id(dec))
+        if key not in enc.extra:
+            vit = enc.extra["interm"].permute(0, 3, 1, 2)
+            enc.extra[key] = dec.embedding_encoder(enc.features) + dec.compress_vit_feat(vit)
+        return enc.extra[key]
+
+    def _prompt_tensors(self, prompts: Sequence[Prompt], enc: EncodedImage):
+        """Stacks prompts of one structure, scaled to the resized image like ResizeLongestSide.apply_coords."""
+        (oh, ow), (ih, iw) = enc.original_hw, enc.input_hw
+        scale = np.array([iw / ow, ih / oh])
+        coords = labels = boxes = None
+        if len(prompts[0].points):
+            pts = np.stack([p.points for p in prompts]).astype(np.float64) * scale
+            coords = torch.as_tensor(pts, dtype=torch.float32, device=self.device)
+            labels = torch.as_tensor(np.stack([p.point_labels for p in prompts]), dtype=torch.int32,
+                                     device=self.device)
+        if prompts[0].box is not None:
+            bxs = np.stack([p.box for p in prompts]).astype(np.float64).reshape(-1, 2, 2) * scale
+            boxes = torch.as_tensor(bxs.reshape(-1, 4), dtype=torch.float32, device=self.device)
+        return coords, labels, boxes
+
+    def upsampler(self, enc: EncodedImage) -> RoiUpsampler:
+        """The (cached) ROI upsampler of an image geometry."""
+        key = (enc.input_hw, enc.original_hw)
+        up = self._upsamplers.get(key)
+        if up is None:
+            low_res = self.image_size // 4
+            up = RoiUpsampler(low_res, self.image_size, enc.input_hw, enc.original_hw, self.device)
+            self._upsamplers[key] = up
+            while len(self._upsamplers) > 8:
+                self._upsamplers.popitem(last=False)
+        return up
+
+    def tune_chunk_size(self, enc: EncodedImage, n_prompts: int = 20, candidates: Sequence[int] = (1, 4, 16, 64),
+                        repeats: int = 2) -> dict[int, float]:
+        """Times decoding ``n_prompts`` box+point prompts per candidate chunk size on this device, keeps the
+        fastest as ``chunk_size`` and returns {chunk size: seconds} (median of ``repeats``)."""
+        h, w = enc.original_hw
+        rng = np.random.default_rng(0)
+        corners = rng.uniform(0, 1, (n_prompts, 2)) * [w * 0.8, h * 0.8]
+        prompts = [box_point_prompt([x, y, x + 0.2 * w, y + 0.2 * h]) for x, y in corners]
+        timings = {}
+        saved = self.chunk_size
+        for size in candidates:
+            self.chunk_size = size
+            runs = []
+            for _ in range(repeats + 1):  # the first run warms up
+                t0 = time.perf_counter()
+                self.segment(prompts, enc)
+                if self.device.type == "cuda":
+                    torch.cuda.synchronize(self.device)
+                runs.append(time.perf_counter() - t0)
+            timings[size] = float(np.median(runs[1:]))
+        self.chunk_size = min(timings, key=timings.get) if timings else saved
+        return timings
+
+    # ---------------------------------------------------------------- everything mode (S1)
+    def generate(self, rgb: np.ndarray, encoded: Optional[EncodedImage] = None, **knobs):
+        """Automatic mask generation over a point grid (strategy S1); knobs as SamAutomaticMaskGenerator.
+
+        Returns a list of ``automatic.GeneratedMask``; see ``automatic.AutomaticMaskGenerator``.
+        """
+        from .automatic import AutomaticMaskGenerator
+        return AutomaticMaskGenerator(self, **knobs).generate(rgb, encoded)
