@@ -1,0 +1,208 @@
+"""Messages <-> the pipeline's numpy types.
+
+Images: ``sensor_msgs/Image`` (rgb8, bgr8, rgba8, bgra8, mono8) -> RGB uint8 (H, W, 3). The numpy path
+views ``msg.data`` in place (``np.frombuffer`` honouring ``step``) and copies only to reorder or drop
+channels; cv_bridge is used instead when a ROS 2 cv_bridge is importable. A message that cannot be
+read raises ``ConversionError`` whose ``code`` is the counter key and whose message says why.
+
+Detections: ``vision_msgs/Detection2DArray`` -> ``Prompt`` per detection, in order. BoundingBox2D is a
+centre and a size in pixels; the prompt box is its (x0, y0, x1, y1) corners (the axis-aligned hull
+when ``theta`` is not 0). Score = the best hypothesis score, id = ``Detection2D.id``.
+
+Results: ``FrameResult`` -> ``ScrapInstanceArray`` with the source header unchanged.
+"""
+from __future__ import annotations
+
+import math
+from typing import TYPE_CHECKING, Any, Optional, Sequence
+
+import numpy as np
+
+from ..prompts import Prompt
+
+if TYPE_CHECKING:  # the pipeline imports torch; the replay and the recorder do without
+    from ..classification.base import Classifier
+    from ..pipeline import FrameResult
+
+# encoding -> (channels, numpy channel order -> RGB index list or None for mono)
+ENCODINGS: dict[str, tuple[int, Optional[tuple[int, ...]]]] = {
+    "rgb8": (3, (0, 1, 2)),
+    "bgr8": (3, (2, 1, 0)),
+    "rgba8": (4, (0, 1, 2)),
+    "bgra8": (4, (2, 1, 0)),
+    "mono8": (1, None),
+}
+
+
+class ConversionError(ValueError):
+    """code: short counter key (zero_size, unknown_encoding, wrong_step, short_data, nan_box, ...)."""
+
+    def __init__(self, code: str, message: str) -> None:
+        super().__init__(message)
+        self.code = code
+
+
+def _load_cv_bridge() -> Any:
+    try:
+        from cv_bridge import CvBridge  # a real ROS 2 install; the PyPI "cv-bridge" is ROS 1's
+        bridge = CvBridge()
+        if not hasattr(bridge, "imgmsg_to_cv2"):
+            return None
+        return bridge
+    except Exception:  # absent or broken (ROS 1 build): the numpy path is exact
+        return None
+
+
+_BRIDGE = _load_cv_bridge()
+
+
+def check_image(msg: Any) -> int:
+    """Validates an Image message's geometry; returns its channel count or raises ConversionError."""
+    h, w, step, enc = int(msg.height), int(msg.width), int(msg.step), str(msg.encoding)
+    if h == 0 or w == 0:
+        raise ConversionError("zero_size", f"image is {w}x{h}")
+    if enc not in ENCODINGS:
+        raise ConversionError("unknown_encoding",
+                              f"encoding {enc!r} is not one of {sorted(ENCODINGS)}")
+    ch = ENCODINGS[enc][0]
+    if step < w * ch:
+        raise ConversionError("wrong_step", f"step {step} < width {w} x {ch} bytes ({enc})")
+    if len(msg.data) < h * step:
+        raise ConversionError("short_data",
+                              f"{len(msg.data)} data bytes < height {h} x step {step} ({enc} {w}x{h})")
+    return ch
+
+
+def image_to_rgb(msg: Any, use_cv_bridge: bool = True) -> np.ndarray:
+    """RGB uint8 (H, W, 3) of a sensor_msgs/Image. rgb8 with no row padding is a view of msg.data."""
+    ch = check_image(msg)
+    if use_cv_bridge and _BRIDGE is not None:
+        return np.asarray(_BRIDGE.imgmsg_to_cv2(msg, desired_encoding="rgb8"))
+    h, w, step = int(msg.height), int(msg.width), int(msg.step)
+    # Rows are `step` bytes apart: view them, then cut each row's padding (still a view).
+    img = np.frombuffer(msg.data, np.uint8, count=h * step).reshape(h, step)[:, :w * ch].reshape(h, w, ch)
+    order = ENCODINGS[str(msg.encoding)][1]
+    if order is None:
+        return np.repeat(img, 3, axis=2)
+    if order == (0, 1, 2) and ch == 3:
+        return img if step == w * 3 else np.ascontiguousarray(img)
+    return np.ascontiguousarray(img[..., list(order)])
+
+
+def rgb_to_image(rgb: np.ndarray, header: Any = None, encoding: str = "rgb8") -> Any:
+    """A sensor_msgs/Image of an RGB uint8 (H, W, 3) array, as rgb8 or bgr8, no row padding."""
+    from sensor_msgs.msg import Image
+
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"expected an RGB uint8 (H, W, 3) array, got {rgb.dtype} {rgb.shape}")
+    if encoding not in ("rgb8", "bgr8"):
+        raise ValueError(f"encoding must be rgb8 or bgr8, not {encoding!r}")
+    msg = Image()
+    if header is not None:
+        msg.header = header
+    msg.height, msg.width = int(rgb.shape[0]), int(rgb.shape[1])
+    msg.encoding = encoding
+    msg.is_bigendian = 0
+    msg.step = 3 * msg.width
+    msg.data = np.ascontiguousarray(rgb if encoding == "rgb8" else rgb[..., ::-1]).tobytes()
+    return msg
+
+
+def stamp_of(header: Any) -> tuple[int, int]:
+    return int(header.stamp.sec), int(header.stamp.nanosec)
+
+
+def detection_to_prompt(det: Any) -> Prompt:
+    """One vision_msgs/Detection2D -> Prompt (box in pixel corners); ConversionError for NaN fields."""
+    c = det.bbox.center
+    cx, cy, theta = float(c.position.x), float(c.position.y), float(c.theta)
+    sx, sy = float(det.bbox.size_x), float(det.bbox.size_y)
+    if not all(math.isfinite(v) for v in (cx, cy, theta, sx, sy)):
+        raise ConversionError("nan_box", f"detection {det.id!r}: box has a NaN or infinite field "
+                                         f"(center {cx}, {cy}, theta {theta}, size {sx} x {sy})")
+    scores = [float(r.hypothesis.score) for r in det.results]
+    if any(not math.isfinite(s) for s in scores):
+        raise ConversionError("nan_score", f"detection {det.id!r}: a hypothesis score is NaN or infinite")
+    hx, hy = sx / 2, sy / 2
+    if theta:
+        # Axis-aligned hull of the rotated box.
+        ct, st = abs(math.cos(theta)), abs(math.sin(theta))
+        hx, hy = hx * ct + hy * st, hx * st + hy * ct
+    return Prompt(box=(cx - hx, cy - hy, cx + hx, cy + hy), id=str(det.id), score=max(scores, default=0.0))
+
+
+def detections_to_prompts(msg: Any) -> tuple[list[Prompt], list[tuple[int, ConversionError]]]:
+    """Prompts of a Detection2DArray in order, and (index, error) for each detection refused."""
+    prompts, rejected = [], []
+    for i, det in enumerate(msg.detections):
+        try:
+            prompts.append(detection_to_prompt(det))
+        except ConversionError as e:
+            rejected.append((i, e))
+    return prompts, rejected
+
+
+def rejection_code(reason: str) -> str:
+    """A counter key for a Pipeline rejection reason (free text from prompts.sanitize / the thresholds)."""
+    r = reason.lower()
+    for words, code in ((("nan", "infinite"), "nan_box"), (("outside",), "box_outside_image"),
+                        (("zero or negative",), "empty_box"), (("min_area",), "mask_below_min_area"),
+                        (("min_mask_score",), "mask_below_min_score"), (("no box",), "no_prompt")):
+        if any(w in r for w in words):
+            return code
+    return "prompt_rejected"
+
+
+def result_to_msg(result: "FrameResult", header: Any, camera_name: str, image_hw: tuple[int, int],
+                  segmenter: str, classifier: "Classifier | str", publish_embeddings: bool = True) -> Any:
+    """The ScrapInstanceArray of one processed frame: header unchanged, instances in detection order,
+    each mask mono8 0/255 cropped to its roi (roi.height x roi.width)."""
+    from scrap_perception.msg import ScrapInstance, ScrapInstanceArray
+    from sensor_msgs.msg import Image, RegionOfInterest
+    from vision_msgs.msg import BoundingBox2D
+
+    out = ScrapInstanceArray()
+    out.header = header
+    out.camera_name = camera_name
+    out.image_height, out.image_width = int(image_hw[0]), int(image_hw[1])
+    out.segmenter = segmenter
+    out.classifier = classifier if isinstance(classifier, str) else classifier.name
+    for inst in result.instances:
+        m = ScrapInstance()
+        m.id = inst.id
+        c = inst.classification
+        m.class_id, m.class_name, m.class_score = int(c.class_id), c.class_name, float(c.score)
+        m.class_scores = np.asarray(c.probabilities, np.float32)
+        m.detection_score = float(inst.prompt.score)
+        m.mask_score = float(inst.mask.iou)
+        m.prompt_box = _bbox(BoundingBox2D(), inst.prompt.box)
+        x, y, w, h = (int(v) for v in inst.mask.roi)
+        m.roi = RegionOfInterest(x_offset=x, y_offset=y, width=w, height=h, do_rectify=False)
+        mask = Image(header=header, height=h, width=w, encoding="mono8", is_bigendian=0, step=w)
+        mask.data = (np.asarray(inst.mask.mask, bool).astype(np.uint8) * 255).tobytes()
+        m.mask = mask
+        m.area = int(inst.mask.area)
+        if publish_embeddings:
+            m.embedding = np.asarray(c.embedding, np.float32)
+        out.instances.append(m)
+    return out
+
+
+def _bbox(msg: Any, box: Optional[Sequence[float]]) -> Any:
+    if box is None:
+        return msg
+    x0, y0, x1, y1 = (float(v) for v in box)
+    msg.center.position.x, msg.center.position.y = (x0 + x1) / 2, (y0 + y1) / 2
+    msg.center.theta = 0.0
+    msg.size_x, msg.size_y = x1 - x0, y1 - y0
+    return msg
+
+
+def mask_from_msg(inst: Any, image_hw: tuple[int, int]) -> np.ndarray:
+    """Full-resolution (H, W) bool mask of a ScrapInstance (its roi-cropped mono8 mask pasted back)."""
+    x, y, w, h = inst.roi.x_offset, inst.roi.y_offset, inst.roi.width, inst.roi.height
+    full = np.zeros(image_hw, bool)
+    if w and h:
+        crop = np.frombuffer(inst.mask.data, np.uint8)[: h * inst.mask.step].reshape(h, inst.mask.step)[:, :w]
+        full[y:y + h, x:x + w] = crop > 0
+    return full

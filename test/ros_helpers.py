@@ -1,0 +1,276 @@
+"""Shared pieces of the ROS tests: node processes, a test-side rclpy client, messages, small models.
+
+Nodes run as real processes (``python -m scrap_perception.ros.<node> --ros-args ...``) and talk to the
+test process over DDS; conftest gives the session its own ROS domain on localhost.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+
+from scrap_perception.masks import InstanceMask
+from scrap_perception.prompts import Prompt
+from scrap_perception.segmentation.base import EncodedImage, Segmenter
+
+ROOT = Path(__file__).resolve().parents[1]
+CONFIG = ROOT / "config" / "scrap_perception.yaml"
+# Best-effort images over 512 KB need Fast DDS's larger shared-memory segment (see the file). Set before
+# any participant exists (this module is imported at collection); node processes inherit it.
+os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(ROOT / "config" / "fastdds_large_images.xml"))
+# A small SAM ViT-B (random weights) that encodes in a fraction of a second here.
+SMALL_SAM_ARCH = {"embed_dim": 96, "depth": 2, "num_heads": 2, "global_attn_indexes": [1], "image_size": 256}
+
+
+class BoxSegmenter(Segmenter):
+    """A fake segmenter for unit tests: the mask is the (integer) prompt box; iou is fixed."""
+
+    name = "fake:box"
+
+    def __init__(self, iou: float = 0.9, delay: float = 0.0) -> None:
+        super().__init__()
+        self.iou, self.delay = iou, delay
+        self.batches: list[int] = []
+
+    def encode(self, images):
+        self.batches.append(len(images))
+        time.sleep(self.delay * len(images))
+        return [EncodedImage(im.shape[:2], im.shape[:2], im) for im in images]
+
+    def segment(self, prompts, encoded=None, return_all=False, return_logits=False):
+        h, w = (encoded or self.encoded).original_hw
+        out = []
+        for p in prompts:
+            x0, y0, x1, y1 = np.clip(np.round(p.box), 0, [w, h, w, h]).astype(int)
+            out.append(InstanceMask((x0, y0, x1 - x0, y1 - y0), np.ones((y1 - y0, x1 - x0), bool), self.iou))
+        return out
+
+
+# --- processes ---------------------------------------------------------------------------------------
+def ros_args(params_file: Optional[Path] = None, **params: Any) -> list[str]:
+    """['--ros-args', '--params-file', f, '-p', 'name:=value', ...]; lists and dicts as YAML/JSON."""
+    args = ["--ros-args"]
+    if params_file is not None:
+        args += ["--params-file", str(params_file)]
+    for name, value in params.items():
+        args += ["-p", f"{name.replace('__', '.')}:={_yaml_value(value)}"]
+    return args
+
+
+def _yaml_value(v: Any) -> str:
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, (list, tuple)):
+        return "[" + ",".join(_yaml_value(x) for x in v) + "]"
+    if isinstance(v, str):
+        return "'" + v + "'" if v and any(c in v for c in ":{}[],") else v
+    return repr(v)
+
+
+class NodeProcess:
+    """A node in its own process; stdout/stderr go to files under ``log_dir``."""
+
+    def __init__(self, module: str, args: Sequence[str], log_dir: Path, name: str, env: Optional[dict] = None):
+        self.name = name
+        self.out_path, self.err_path = log_dir / f"{name}.out", log_dir / f"{name}.err"
+        full_env = dict(os.environ, PYTHONUNBUFFERED="1", RCUTILS_COLORIZED_OUTPUT="0", **(env or {}))
+        self._out, self._err = open(self.out_path, "wb"), open(self.err_path, "wb")
+        self.proc = subprocess.Popen([sys.executable, "-m", module, *args], stdout=self._out, stderr=self._err,
+                                     env=full_env, cwd=str(ROOT))
+
+    def output(self) -> str:
+        self._out.flush()
+        self._err.flush()
+        return self.out_path.read_text(errors="replace") + self.err_path.read_text(errors="replace")
+
+    @property
+    def stderr(self) -> str:
+        return self.err_path.read_text(errors="replace")
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def interrupt(self, timeout: float = 10.0) -> tuple[Optional[int], float]:
+        """Sends SIGINT; returns (exit code or None if still running after ``timeout``, seconds taken)."""
+        t0 = time.monotonic()
+        if self.alive():
+            self.proc.send_signal(signal.SIGINT)
+        try:
+            code = self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            code = None
+        return code, time.monotonic() - t0
+
+    def wait(self, timeout: float) -> Optional[int]:
+        try:
+            return self.proc.wait(timeout)
+        except subprocess.TimeoutExpired:
+            return None
+
+    def close(self) -> None:
+        if self.alive():
+            self.proc.kill()
+            self.proc.wait(5)
+        self._out.close()
+        self._err.close()
+
+
+def start_node(log_dir: Path, name: str = "node", params_file: Optional[Path] = CONFIG, **params: Any) -> NodeProcess:
+    return NodeProcess("scrap_perception.ros.perception_node", ros_args(params_file, **params), log_dir, name)
+
+
+def small_models(tmp: Path, sam: str = "small") -> dict[str, Any]:
+    """Node parameters for random-weight models: a small SAM ViT-B (or 'vit_t': real MobileSAM) and a
+    small CN-CLIP from a JSON config."""
+    from scrap_perception.classification import small_clip_config
+
+    clip_json = tmp / "small_clip.json"
+    clip_json.write_text(json.dumps(small_clip_config()))
+    out = {"classifier.model": str(clip_json), "segmenter.device": "cpu", "classifier.device": "cpu"}
+    if sam == "small":
+        out.update({"segmenter.model_type": "vit_b", "segmenter.arch": json.dumps(SMALL_SAM_ARCH)})
+    else:
+        out.update({"segmenter.model_type": sam, "segmenter.arch": ""})
+    return out
+
+
+# --- the test-side client ----------------------------------------------------------------------------
+class Client:
+    """An rclpy node of the test process, spun in a background thread: publishes camera topics and
+    collects what the node publishes (with receipt times)."""
+
+    def __init__(self, cameras: Sequence[str], overlay_cameras: Sequence[str] = (), name: str = "test_client"):
+        import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
+        from rclpy.executors import SingleThreadedExecutor
+        from sensor_msgs.msg import Image
+        from vision_msgs.msg import Detection2DArray
+
+        from scrap_perception.msg import ScrapInstanceArray
+        from scrap_perception.ros.qos import output_qos
+
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node(name, context=self.context)
+        qos = output_qos(50)
+        self.image_pubs = {c: self.node.create_publisher(Image, f"/{c}/image_raw", qos) for c in cameras}
+        self.det_pubs = {c: self.node.create_publisher(Detection2DArray, f"/{c}/detections", qos) for c in cameras}
+        self.lock = threading.RLock()
+        self.arrays: dict[str, list[tuple[float, Any]]] = defaultdict(list)
+        self.overlays: dict[str, list[Any]] = defaultdict(list)
+        self.diagnostics: list[tuple[float, Any]] = []
+        for c in cameras:
+            self.node.create_subscription(ScrapInstanceArray, f"/{c}/scrap_instances",
+                                          lambda m, c=c: self._keep(self.arrays[c], m), output_qos(1000))
+        for c in overlay_cameras:
+            self.node.create_subscription(Image, f"/{c}/scrap_overlay",
+                                          lambda m, c=c: self._keep(self.overlays[c], m), output_qos(100))
+        self.node.create_subscription(DiagnosticArray, "/diagnostics",
+                                      lambda m: self._keep(self.diagnostics, m), 100)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        self._thread = threading.Thread(target=self._spin, daemon=True)
+        self._thread.start()
+
+    def _spin(self) -> None:
+        try:
+            self.executor.spin()
+        except Exception:  # context shut down by close()
+            pass
+
+    def _keep(self, where: list, msg: Any) -> None:
+        with self.lock:
+            where.append((time.monotonic(), msg) if where is not None else msg)
+
+    def wait_for_node(self, timeout: float = 120.0, proc: Optional[NodeProcess] = None) -> None:
+        """Until the node subscribes every image and detection topic (it does so once its models are loaded)."""
+        deadline = time.monotonic() + timeout
+        pubs = [*self.image_pubs.values(), *self.det_pubs.values()]
+        while time.monotonic() < deadline:
+            if all(p.get_subscription_count() > 0 for p in pubs):
+                # Let the node's side match too (a best-effort reader drops samples of a writer it does
+                # not know yet), and its publishers -> our readers.
+                time.sleep(1.0)
+                return
+            if proc is not None and not proc.alive():
+                raise AssertionError(f"node exited with {proc.proc.returncode}:\n{proc.output()[-3000:]}")
+            time.sleep(0.1)
+        raise AssertionError("the node did not subscribe in time" + (f":\n{proc.output()[-3000:]}" if proc else ""))
+
+    def wait_until(self, cond: Callable[[], bool], timeout: float, what: str = "condition") -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            with self.lock:
+                if cond():
+                    return
+            time.sleep(0.05)
+        raise AssertionError(f"timed out after {timeout} s waiting for {what}")
+
+    def latest_diagnostics(self, after: float = 0.0) -> Optional[dict]:
+        from scrap_perception.ros.diagnostics import parse
+
+        with self.lock:
+            items = [m for t, m in self.diagnostics if t >= after]
+        return parse(items[-1]) if items else None
+
+    def close(self) -> None:
+        import rclpy
+
+        self.executor.shutdown(timeout_sec=1)
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+        self._thread.join(2)
+
+
+# --- messages ----------------------------------------------------------------------------------------
+def header(sec: int, nanosec: int = 0, frame_id: str = "cam"):
+    from std_msgs.msg import Header
+
+    h = Header(frame_id=frame_id)
+    h.stamp.sec, h.stamp.nanosec = sec, nanosec
+    return h
+
+
+def scene(h: int, w: int, boxes: Sequence[Sequence[float]], seed: int = 0) -> np.ndarray:
+    """RGB uint8 noise background with a bright filled rectangle per box (something to segment)."""
+    rng = np.random.default_rng(seed)
+    img = rng.integers(0, 60, (h, w, 3), dtype=np.uint8)
+    for k, (x0, y0, x1, y1) in enumerate(boxes):
+        img[int(y0):int(y1), int(x0):int(x1)] = (200, 120 + 30 * k % 120, 60)
+    return img
+
+
+def image_msg(rgb: np.ndarray, hdr: Any, encoding: str = "rgb8"):
+    from scrap_perception.ros.conversions import rgb_to_image
+
+    return rgb_to_image(rgb, hdr, encoding)
+
+
+def detections_msg(hdr: Any, boxes: Sequence[Sequence[float]], ids: Sequence[str] = (), score: float = 0.9):
+    from scrap_perception.ros.replay_node import make_detection
+    from vision_msgs.msg import Detection2DArray
+
+    ids = list(ids) or [f"d{i}" for i in range(len(boxes))]
+    return Detection2DArray(header=hdr, detections=[make_detection(np.asarray(b, float), i, "Pipe", score)
+                                                    for b, i in zip(boxes, ids)])
+
+
+def prompts_of(boxes: Sequence[Sequence[float]]) -> list[Prompt]:
+    return [Prompt(box=b, id=f"d{i}") for i, b in enumerate(boxes)]
+
+
+def rss_mb(pid: int) -> float:
+    """Resident memory of a process, MiB."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    raise RuntimeError(f"no VmRSS for pid {pid}")

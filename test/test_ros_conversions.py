@@ -1,0 +1,173 @@
+"""Message conversions against OpenCV's own colour conversions and hand-made messages."""
+import math
+
+import cv2
+import numpy as np
+import pytest
+from hypothesis import given, settings
+from hypothesis import strategies as st
+
+from scrap_perception.classification.base import Classification, unclassified
+from scrap_perception.masks import from_full
+from scrap_perception.pipeline import FrameResult, Instance
+from scrap_perception.prompts import Prompt
+
+pytestmark = pytest.mark.ros
+
+sensor_msgs = pytest.importorskip("sensor_msgs.msg")
+vision_msgs = pytest.importorskip("vision_msgs.msg")
+from scrap_perception.ros import conversions as cv  # noqa: E402
+from scrap_perception.ros.conversions import ConversionError  # noqa: E402
+
+# encoding -> (channels, OpenCV conversion from that layout to RGB)
+CV2_TO_RGB = {"rgb8": (3, None), "bgr8": (3, cv2.COLOR_BGR2RGB), "rgba8": (4, cv2.COLOR_RGBA2RGB),
+              "bgra8": (4, cv2.COLOR_BGRA2RGB), "mono8": (1, cv2.COLOR_GRAY2RGB)}
+
+
+def raw_image(pixels: np.ndarray, encoding: str, pad: int = 0):
+    """An Image whose rows are `pad` bytes longer than the pixels (filled with 0xEE)."""
+    h, w = pixels.shape[:2]
+    row = pixels.reshape(h, -1)
+    data = np.concatenate([row, np.full((h, pad), 0xEE, np.uint8)], axis=1)
+    return sensor_msgs.Image(height=h, width=w, encoding=encoding, step=row.shape[1] + pad,
+                             data=data.tobytes())
+
+
+@settings(max_examples=60, deadline=None)
+@given(enc=st.sampled_from(sorted(CV2_TO_RGB)), h=st.integers(1, 9), w=st.integers(1, 9),
+       pad=st.integers(0, 5), seed=st.integers(0, 2**32 - 1))
+def test_every_encoding_matches_opencv(enc, h, w, pad, seed):
+    ch, code = CV2_TO_RGB[enc]
+    px = np.random.default_rng(seed).integers(0, 256, (h, w, ch), dtype=np.uint8)
+    if ch == 1:
+        px = px[..., 0]
+    expected = px if code is None else cv2.cvtColor(px, code)
+    rgb = cv.image_to_rgb(raw_image(px, enc, pad), use_cv_bridge=False)
+    assert rgb.dtype == np.uint8 and rgb.shape == (h, w, 3)
+    np.testing.assert_array_equal(rgb, expected)
+
+
+def test_rgb8_without_padding_is_zero_copy():
+    px = np.arange(2 * 3 * 3, dtype=np.uint8).reshape(2, 3, 3)
+    msg = raw_image(px, "rgb8")
+    rgb = cv.image_to_rgb(msg, use_cv_bridge=False)
+    assert np.shares_memory(rgb, np.frombuffer(msg.data, np.uint8))
+
+
+@pytest.mark.parametrize("enc", ["rgb8", "bgr8"])
+def test_rgb_to_image_round_trip(enc):
+    px = np.random.default_rng(0).integers(0, 256, (5, 7, 3), dtype=np.uint8)
+    msg = cv.rgb_to_image(px, encoding=enc)
+    assert (msg.height, msg.width, msg.step, msg.encoding) == (5, 7, 21, enc)
+    np.testing.assert_array_equal(cv.image_to_rgb(msg, use_cv_bridge=False), px)
+    if enc == "bgr8":
+        np.testing.assert_array_equal(np.frombuffer(msg.data, np.uint8).reshape(5, 7, 3), px[..., ::-1])
+
+
+@pytest.mark.parametrize("make, code", [
+    (lambda: sensor_msgs.Image(height=0, width=4, encoding="rgb8", step=12), "zero_size"),
+    (lambda: sensor_msgs.Image(height=4, width=0, encoding="rgb8", step=0), "zero_size"),
+    (lambda: sensor_msgs.Image(height=2, width=2, encoding="yuv422", step=4, data=bytes(8)), "unknown_encoding"),
+    (lambda: sensor_msgs.Image(height=2, width=2, encoding="", step=6, data=bytes(12)), "unknown_encoding"),
+    (lambda: sensor_msgs.Image(height=2, width=4, encoding="rgb8", step=11, data=bytes(22)), "wrong_step"),
+    (lambda: sensor_msgs.Image(height=2, width=4, encoding="rgb8", step=12, data=bytes(23)), "short_data"),
+    (lambda: sensor_msgs.Image(height=3, width=2, encoding="mono8", step=4, data=bytes(10)), "short_data"),
+])
+def test_bad_images_give_a_reason(make, code):
+    with pytest.raises(ConversionError) as e:
+        cv.image_to_rgb(make(), use_cv_bridge=False)
+    assert e.value.code == code
+    assert str(e.value)  # a human-readable reason for the log
+
+
+def detection(cx, cy, sx, sy, id="d", scores=(0.5,), theta=0.0):
+    d = vision_msgs.Detection2D(id=id)
+    d.bbox.center.position.x, d.bbox.center.position.y, d.bbox.center.theta = cx, cy, theta
+    d.bbox.size_x, d.bbox.size_y = sx, sy
+    for s in scores:
+        h = vision_msgs.ObjectHypothesisWithPose()
+        h.hypothesis.class_id, h.hypothesis.score = "Pipe", s
+        d.results.append(h)
+    return d
+
+
+def test_detections_to_prompts_keeps_order_ids_and_best_score():
+    arr = vision_msgs.Detection2DArray(detections=[
+        detection(50, 40, 20, 10, "a", (0.2, 0.9, 0.4)), detection(5, 6, 4, 2, "b", ()),
+        detection(float("nan"), 1, 2, 3, "c"), detection(1, 2, 3, float("inf"), "d"),
+        detection(1, 2, 3, 4, "e", (float("nan"),)), detection(30, 30, 10, 10, "f")])
+    prompts, bad = cv.detections_to_prompts(arr)
+    assert [p.id for p in prompts] == ["a", "b", "f"]
+    np.testing.assert_allclose(prompts[0].box, [40, 35, 60, 45])
+    assert prompts[0].score == pytest.approx(0.9) and prompts[1].score == 0.0
+    assert [(i, e.code) for i, e in bad] == [(2, "nan_box"), (3, "nan_box"), (4, "nan_score")]
+
+
+@pytest.mark.parametrize("theta", [0.3, -1.1, math.pi / 2])
+def test_rotated_box_becomes_its_axis_aligned_hull(theta):
+    p = cv.detection_to_prompt(detection(100, 80, 40, 10, theta=theta))
+    corners = cv2.boxPoints(((100, 80), (40, 10), math.degrees(theta)))
+    np.testing.assert_allclose(p.box, [*corners.min(0), *corners.max(0)], atol=1e-3)
+
+
+def test_result_to_msg_round_trips_masks_and_fields():
+    from std_msgs.msg import Header
+
+    rng = np.random.default_rng(1)
+    full = np.zeros((30, 40), bool)
+    full[5:12, 8:20] = rng.random((7, 12)) > 0.3
+    full[5, 8] = full[11, 19] = True
+    emb = rng.normal(size=8).astype(np.float32)
+    emb /= np.linalg.norm(emb)
+    probs = np.full(7, 0.1, np.float32)
+    probs[4] = 0.4
+    inst = Instance("det-7", Prompt(box=(7.5, 4, 21, 13), id="det-7", score=0.8), from_full(full, 0.9),
+                    Classification(4, "Pipe", 0.4, probs, emb))
+    empty_cls = Instance("x", Prompt(box=(0, 0, 3, 3), id="x", score=0.1), from_full(full[:, ::-1], 0.5),
+                         unclassified())
+    header = Header(frame_id="cam0_optical")
+    header.stamp.sec, header.stamp.nanosec = 12, 345
+    msg = cv.result_to_msg(FrameResult([inst, empty_cls]), header, "cam0", (30, 40), "sam:vit_b", "cn_clip:x")
+    assert msg.header == header and msg.camera_name == "cam0"
+    assert (msg.image_height, msg.image_width, msg.segmenter, msg.classifier) == (30, 40, "sam:vit_b", "cn_clip:x")
+    a, b = msg.instances
+    assert (a.id, a.class_id, a.class_name) == ("det-7", 4, "Pipe")
+    assert a.class_score == pytest.approx(0.4) and a.detection_score == pytest.approx(0.8)
+    assert a.mask_score == pytest.approx(0.9)
+    np.testing.assert_allclose(a.class_scores, probs)
+    np.testing.assert_allclose(a.embedding, emb)
+    assert (a.prompt_box.center.position.x, a.prompt_box.center.position.y) == (14.25, 8.5)
+    assert (a.prompt_box.size_x, a.prompt_box.size_y) == (13.5, 9)
+    assert (a.roi.x_offset, a.roi.y_offset, a.roi.width, a.roi.height) == (8, 5, 12, 7)
+    assert (a.mask.encoding, a.mask.width, a.mask.height, a.mask.step) == ("mono8", 12, 7, 12)
+    assert set(np.unique(np.frombuffer(a.mask.data, np.uint8))) == {0, 255}
+    assert a.area == full.sum()
+    np.testing.assert_array_equal(cv.mask_from_msg(a, (30, 40)), full)
+    np.testing.assert_array_equal(cv.mask_from_msg(b, (30, 40)), full[:, ::-1])
+    assert b.class_id == 255 and len(b.class_scores) == 0
+    no_emb = cv.result_to_msg(FrameResult([inst]), header, "cam0", (30, 40), "s", "c", publish_embeddings=False)
+    assert len(no_emb.instances[0].embedding) == 0
+
+
+def test_empty_result_is_one_array_with_no_instances():
+    from std_msgs.msg import Header
+
+    msg = cv.result_to_msg(FrameResult([]), Header(frame_id="f"), "cam1", (2, 3), "grabcut", "none")
+    assert msg.instances == [] and msg.header.frame_id == "f"
+
+
+def test_rejection_codes_of_the_pipelines_own_reasons():
+    """The codes come from the real Pipeline's reasons (sanitize policy and thresholds)."""
+    from ros_helpers import BoxSegmenter
+    from scrap_perception.pipeline import Pipeline
+
+    pipe = Pipeline(BoxSegmenter(iou=0.3), min_mask_score=0.5)
+    prompts = [Prompt(box=(np.nan, 1, 5, 5)), Prompt(box=(900, 10, 950, 20)), Prompt(box=(1, 1, 1, 5)),
+               Prompt(box=(2, 2, 9, 9))]
+    result = pipe.process_frames([(np.zeros((40, 60, 3), np.uint8), prompts)])[0]
+    assert [(i, cv.rejection_code(r)) for i, r in result.rejected] == [
+        (0, "nan_box"), (1, "box_outside_image"), (2, "empty_box"), (3, "mask_below_min_score")]
+    pipe = Pipeline(BoxSegmenter(), min_area=1000)
+    result = pipe.process_frames([(np.zeros((40, 60, 3), np.uint8), prompts[3:])])[0]
+    assert [cv.rejection_code(r) for _, r in result.rejected] == ["mask_below_min_area"]
+    assert cv.rejection_code("something new") == "prompt_rejected"

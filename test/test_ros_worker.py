@@ -1,0 +1,86 @@
+"""The inference thread: newest frame per camera, drops counted, cameras batched, clean stop."""
+import threading
+import time
+
+import pytest
+
+from scrap_perception.ros.worker import InferenceWorker
+
+pytestmark = pytest.mark.ros
+
+
+class Recorder:
+    """A process_batch that blocks until released, to control what is pending."""
+
+    def __init__(self):
+        self.batches = []
+        self.release = threading.Event()
+        self.started = threading.Event()
+
+    def __call__(self, jobs):
+        self.started.set()
+        self.release.wait(5)
+        self.batches.append(list(jobs))
+
+
+def test_newest_frame_wins_and_cameras_batch_together():
+    rec = Recorder()
+    dropped = []
+    w = InferenceWorker(rec, on_drop=dropped.append)
+    w.start()
+    w.submit("a", "a0")
+    assert rec.started.wait(2)  # a0 is being processed
+    for i in range(1, 6):
+        w.submit("a", f"a{i}")
+    w.submit("b", "b1")
+    w.submit("c", "c1")
+    w.submit("b", "b2")
+    assert w.pending == 3
+    rec.release.set()
+    deadline = time.monotonic() + 2
+    while len(rec.batches) < 2 and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert w.stop(1.0)
+    assert rec.batches == [["a0"], ["a5", "c1", "b2"]]  # in order of the newest submissions
+    assert dropped == ["a1", "a2", "a3", "a4", "b1"]
+
+
+def test_error_in_batch_is_reported_and_thread_survives():
+    seen, errors = [], []
+
+    def process(jobs):
+        if "bad" in jobs:
+            raise RuntimeError("boom")
+        seen.extend(jobs)
+
+    w = InferenceWorker(process, on_error=lambda e, jobs: errors.append((str(e), list(jobs))))
+    w.start()
+    w.submit("a", "bad")
+    deadline = time.monotonic() + 2
+    while not errors and time.monotonic() < deadline:
+        time.sleep(0.01)
+    w.submit("a", "good")
+    while not seen and time.monotonic() < deadline:
+        time.sleep(0.01)
+    assert w.stop(1.0)
+    assert errors == [("boom", ["bad"])]
+    assert seen == ["good"]
+
+
+def test_stop_drops_pending_and_refuses_new_frames():
+    rec = Recorder()
+    dropped = []
+    w = InferenceWorker(rec, on_drop=dropped.append)
+    w.start()
+    w.submit("a", 1)
+    assert rec.started.wait(2)
+    w.submit("b", 2)
+    t0 = time.monotonic()
+    assert not w.stop(0.2)  # batch 1 still running: stop returns on its timeout, it does not hang
+    assert time.monotonic() - t0 < 1.0
+    w.submit("c", 3)
+    assert dropped == [2, 3]
+    rec.release.set()
+    w._thread.join(2)
+    assert not w._thread.is_alive()
+    assert rec.batches == [[1]]
