@@ -21,6 +21,9 @@ if [ -z "${ROS_DISTRO:-}" ]; then
   export CMAKE_PREFIX_PATH=$_scrap_venv${CMAKE_PREFIX_PATH:+:$CMAKE_PREFIX_PATH}
   export RMW_IMPLEMENTATION=${RMW_IMPLEMENTATION:-rmw_fastrtps_cpp}
 fi
+# Fast DDS drops best-effort samples over its 512 KB shared-memory segment, i.e. camera images: see
+# config/fastdds_large_images.xml. Every process of the system needs it (camera drivers too).
+export FASTDDS_DEFAULT_PROFILES_FILE=${FASTDDS_DEFAULT_PROFILES_FILE:-$_scrap_root/config/fastdds_large_images.xml}
 if [ -z "${SCRAP_ENV_NO_WS:-}" ] && [ -f "$_scrap_ws/install/local_setup.bash" ]; then
   # shellcheck disable=SC1091
   source "$_scrap_ws/install/local_setup.bash"
