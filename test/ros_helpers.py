@@ -135,7 +135,8 @@ def small_models(tmp: Path, sam: str = "small") -> dict[str, Any]:
 
     clip_json = tmp / "small_clip.json"
     clip_json.write_text(json.dumps(small_clip_config()))
-    out = {"classifier.model": str(clip_json), "segmenter.device": "cpu", "classifier.device": "cpu"}
+    out = {"classifier.model": str(clip_json), "segmenter.device": "cpu", "classifier.device": "cpu",
+           "segmenter.checkpoint": "random", "classifier.checkpoint": "random"}
     if sam == "small":
         out.update({"segmenter.model_type": "vit_b", "segmenter.arch": json.dumps(SMALL_SAM_ARCH)})
     else:

@@ -155,3 +155,25 @@ def test_node_process_refuses_bad_value_and_missing_checkpoint(tmp_path):
     finally:
         for p in procs:
             p.close()
+
+
+def test_checkpoints_are_required_unless_random_or_weight_free(tmp_path, monkeypatch):
+    from scrap_perception.ros.models import build_pipeline, resolve_checkpoint
+    from scrap_perception.ros.params import PERCEPTION_PARAMS, ParamError
+
+    with pytest.raises(ParamError, match=r"segmenter.checkpoint is not set: download sam_vit_b_01ec64.pth"):
+        resolve_checkpoint("segmenter.checkpoint", "", "sam_vit_b_01ec64.pth")
+    assert resolve_checkpoint("segmenter.checkpoint", "random", "sam_vit_b_01ec64.pth") is None
+    monkeypatch.setenv("HOME", str(tmp_path))
+    (tmp_path / "sam.pth").write_bytes(b"x")
+    assert resolve_checkpoint("segmenter.checkpoint", "~/sam.pth", "f") == str(tmp_path / "sam.pth")
+
+    # The shipped defaults point at the official files under ~/.ros: absent here, so the node must refuse
+    # to start, naming the parameter and the file, rather than run random weights.
+    defaults = {spec.name: spec.default for spec in PERCEPTION_PARAMS}
+    with pytest.raises(ParamError, match=r"segmenter.checkpoint: expected sam_vit_b_01ec64.pth, but"):
+        build_pipeline({**defaults, "segmenter.checkpoint": "~/.ros/scrap_perception/sam_vit_b_01ec64.pth"})
+    with pytest.raises(ParamError, match=r"classifier.checkpoint is not set: download clip_cn_vit-b-16.pt"):
+        build_pipeline({**defaults, "segmenter.model_type": "grabcut"})
+    weight_free = build_pipeline({**defaults, "segmenter.model_type": "grabcut", "classifier.model": "none"})
+    assert weight_free.segmenter.name == "grabcut" and weight_free.classifier.name == "none"

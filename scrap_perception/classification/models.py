@@ -27,6 +27,8 @@ MODELS: dict[str, tuple[str, str]] = {
     "ViT-H-14": ("ViT-H-14", "RoBERTa-wwm-ext-large-chinese"),
     "RN50": ("RN50", "RBT3-chinese"),
 }
+# name -> the file cn_clip releases for it (README, Checkpoints), named in error messages.
+OFFICIAL_FILES: dict[str, str] = {name: f"clip_cn_{name.lower()}.pt" for name in MODELS}
 CONFIG_DIR = Path(cn_clip.clip.__file__).parent / "model_configs"
 
 _CLIP_ARGS = inspect.signature(CLIP.__init__).parameters

@@ -3,30 +3,61 @@ from __future__ import annotations
 
 import json
 import os
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 from ..labels import labels_from_strings
 from ..pipeline import Pipeline
 from .params import ParamError
 
 
-def check_file(param: str, path: str, what: str) -> None:
-    """A configured file that does not exist stops the node with a message naming the parameter."""
-    if path and not os.path.isfile(path):
-        raise ParamError(f"{param}: {what} file {path!r} does not exist "
-                         f"(expected a file there; set {param} to '' for random weights)")
+# The checkpoint value that asks for random weights (tests and timing): it must be said explicitly, so a
+# node whose checkpoint was forgotten stops instead of publishing random masks.
+RANDOM = "random"
+
+
+def check_file(param: str, path: str, what: str) -> str:
+    """The path (``~`` and ``$VARS`` expanded); a missing file stops the node with a message naming the parameter."""
+    path = os.path.expanduser(os.path.expandvars(path))
+    if not os.path.isfile(path):
+        raise ParamError(f"{param}: {what} {path!r} does not exist; put the file there or point {param} at it "
+                         "(README, Checkpoints)")
+    return path
+
+
+def resolve_checkpoint(param: str, value: str, expected: str) -> Optional[str]:
+    """A required checkpoint parameter: a file path, or 'random' (None: random weights)."""
+    value = value.strip()
+    if value == RANDOM:
+        return None
+    if not value:
+        raise ParamError(f"{param} is not set: download {expected} (README, Checkpoints) and set {param} to its "
+                         f"path, or to '{RANDOM}' for random weights (tests and timing only)")
+    return check_file(param, value, f"expected {expected}, but")
 
 
 def build_pipeline(p: Mapping[str, Any]) -> Pipeline:
     """The segmenter, the classifier and the thresholds of parameter values ``p``."""
-    from ..segmentation import build_segmenter
+    from ..segmentation import build_segmenter, resolve_model_type
 
-    check_file("segmenter.checkpoint", p["segmenter.checkpoint"], "segmenter checkpoint")
-    check_file("segmenter.decoder_checkpoint", p["segmenter.decoder_checkpoint"], "mask decoder checkpoint")
-    check_file("classifier.checkpoint", p["classifier.checkpoint"], "CN-CLIP checkpoint")
-    model = p["classifier.model"]
-    if model.endswith(".json"):
-        check_file("classifier.model", model, "CN-CLIP model config (JSON)")
+    model_type = p["segmenter.model_type"].strip()
+    sam_ckpt = decoder_ckpt = None
+    if model_type.lower() != "grabcut":  # the weight-free segmenter takes no file
+        try:
+            expected = resolve_model_type(model_type).official_file or f"the {model_type} checkpoint"
+        except ValueError as e:
+            raise ParamError(f"segmenter.model_type: {e}") from None
+        sam_ckpt = resolve_checkpoint("segmenter.checkpoint", p["segmenter.checkpoint"], expected)
+        if p["segmenter.decoder_checkpoint"].strip():
+            decoder_ckpt = check_file("segmenter.decoder_checkpoint", p["segmenter.decoder_checkpoint"],
+                                      "the mask decoder checkpoint (scrap-tools finetune-decoder)")
+    model = p["classifier.model"].strip()
+    clip_ckpt = None
+    if model.lower() != "none":
+        if model.endswith(".json"):
+            model = check_file("classifier.model", model, "the CN-CLIP model config (JSON)")
+        from ..classification.models import OFFICIAL_FILES
+        expected = OFFICIAL_FILES.get(model, f"the CN-CLIP checkpoint for {model}")
+        clip_ckpt = resolve_checkpoint("classifier.checkpoint", p["classifier.checkpoint"], expected)
     if p["random_seed"] >= 0:
         import torch
 
@@ -34,8 +65,8 @@ def build_pipeline(p: Mapping[str, Any]) -> Pipeline:
 
     try:
         segmenter = build_segmenter(
-            p["segmenter.model_type"], checkpoint=p["segmenter.checkpoint"] or None, device=p["segmenter.device"],
-            precision=p["segmenter.precision"], decoder_checkpoint=p["segmenter.decoder_checkpoint"] or None,
+            model_type, checkpoint=sam_ckpt, device=p["segmenter.device"],
+            precision=p["segmenter.precision"], decoder_checkpoint=decoder_ckpt,
             chunk_size=p["segmenter.chunk_size"] or None,
             arch=json.loads(p["segmenter.arch"]) if p["segmenter.arch"].strip() else None)
     except ValueError as e:  # the builder's message says which value; say which parameters
@@ -45,7 +76,7 @@ def build_pipeline(p: Mapping[str, Any]) -> Pipeline:
         from ..classification import build_classifier
         try:
             classifier = build_classifier(
-                model, checkpoint=p["classifier.checkpoint"] or None,
+                model, checkpoint=clip_ckpt,
                 labels=labels_from_strings(p["classifier.labels"]), device=p["classifier.device"],
                 precision=p["classifier.precision"], crop_margin=p["classifier.crop_margin"],
                 background=p["classifier.background"], batch_size=p["classifier.batch_size"],

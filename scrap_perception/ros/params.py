@@ -159,7 +159,8 @@ PERCEPTION_PARAMS: tuple[ParamSpec, ...] = (
               "hq:vit_tiny (SAM-HQ), a type added with segmentation.register_model_type, or grabcut (weight-free, "
               "no checkpoint).", check=_model_type),
     ParamSpec("segmenter.checkpoint", "", "string",
-              "Segmenter weights (.pth). Empty = random weights (timing and tests only; a warning says so)."),
+              "Segmenter weights (.pth; ~ and $VARS expanded), e.g. sam_vit_b_01ec64.pth; required unless "
+              "model_type is grabcut. 'random' = random weights (tests and timing only; a warning says so)."),
     ParamSpec("segmenter.decoder_checkpoint", "", "string",
               "Fine-tuned mask decoder (from `scrap-tools finetune-decoder`) replacing the stock one; empty = none."),
     ParamSpec("segmenter.arch", "", "string",
@@ -177,13 +178,14 @@ PERCEPTION_PARAMS: tuple[ParamSpec, ...] = (
               "box = detector box only (strategy S5); box_point = box plus its centre as a positive point "
               "(S6, the paper's best).", choices=PROMPT_MODES, dynamic=True),
     ParamSpec("random_seed", 0, "int",
-              "torch seed set before the models are built: random-weight runs (no checkpoint) are reproducible; "
+              "torch seed set before the models are built: random-weight runs ('random' checkpoints) are reproducible; "
               "-1 = do not seed.", range=(-1, 2**31 - 1)),
     ParamSpec("classifier.model", "ViT-B-16", "string",
               "CN-CLIP model name (ViT-B-16, ViT-L-14, ViT-L-14-336, ViT-H-14, RN50), a path to a JSON "
               "file holding a merged cn_clip model config, or none (no classification: class UNKNOWN)."),
     ParamSpec("classifier.checkpoint", "", "string",
-              "CN-CLIP weights (cn_clip format, e.g. fine-tuned); empty = random weights (warning)."),
+              "CN-CLIP weights (cn_clip format, e.g. clip_cn_vit-b-16.pt or fine-tuned; ~ and $VARS expanded); "
+              "required unless classifier.model is none. 'random' = random weights (tests and timing only)."),
     ParamSpec("classifier.device", "auto", "string", "auto, cpu, cuda or cuda:N.", check=_device),
     ParamSpec("classifier.precision", "fp32", "string", "fp32, fp16 (CUDA) or bf16.", choices=PRECISIONS),
     ParamSpec("classifier.labels", DEFAULT_LABEL_STRINGS, "string_array",
