@@ -12,6 +12,7 @@ from typing import Sequence
 
 import torch
 
+from ..devices import resolve_device
 from ..labels import DEFAULT_LABELS, Label, validate_labels
 from .base import Classification, Classifier, NullClassifier
 from .cn_clip_backend import PRECISIONS, CnClipClassifier, check_options
@@ -30,19 +31,6 @@ __all__ = [
 log = logging.getLogger(__name__)
 
 NO_CLASSIFIER = ("", "none")
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """'auto' -> CUDA when available, else CPU; anything else as torch.device, checked to exist."""
-    if str(device) == "auto":
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        dev = torch.device(device)
-    except RuntimeError as e:
-        raise ValueError(f"device={device!r} is not a device ('auto', 'cpu', 'cuda', 'cuda:1'): {e}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} requested but CUDA is not available")
-    return dev
 
 
 def build_classifier(model_name: str = "ViT-B-16", checkpoint: str | os.PathLike | None = None,

@@ -12,6 +12,7 @@ import torch
 from cn_clip.clip.model import CLIP
 
 from ..labels import DEFAULT_LABELS, UNKNOWN_ID, UNKNOWN_NAME, Label, validate_labels
+from ..devices import PRECISIONS, autocast
 from ..masks import InstanceMask
 from .base import Classification, Classifier, unclassified
 from .crops import (DEFAULT_BACKGROUND, DEFAULT_CROP_MARGIN, BackgroundSpec, check_margin, crop_images, normalize,
@@ -20,8 +21,6 @@ from .resample import resize_crops
 from .text_features import TextFeatureCache
 
 log = logging.getLogger(__name__)
-
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
 
 
 def check_options(device: torch.device, precision: str, crop_margin: float, background: BackgroundSpec,
@@ -77,9 +76,7 @@ class CnClipClassifier(Classifier):
         self._labels = validate_labels(tuple(labels))
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.dtype == torch.float32:
-            return contextlib.nullcontext()
-        return torch.autocast(self.device.type, dtype=self.dtype)
+        return autocast(self.device, self.dtype)
 
     def text_features(self) -> torch.Tensor:
         """(K, D) float32 normalised features of the current labels (cached)."""

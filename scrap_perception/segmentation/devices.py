@@ -1,39 +1,20 @@
-"""Device and precision choices shared by the backends.
-
-Weights stay float32; reduced precision runs under ``torch.autocast``, which keeps numerically fragile
-ops (layer norms, softmax) in float32 and works the same on CPU (bf16) and CUDA (bf16/fp16).
-"""
+"""Segmenter-specific device and precision choices (the shared ones are in scrap_perception.devices)."""
 from __future__ import annotations
 
-import contextlib
 import logging
 import warnings
 
 import torch
 
-log = logging.getLogger(__name__)
+from ..devices import PRECISIONS, autocast, resolve_device
 
-PRECISIONS = {"fp32": torch.float32, "bf16": torch.bfloat16, "fp16": torch.float16}
+__all__ = ["PRECISIONS", "autocast", "resolve_device", "resolve_precision", "default_chunk_size"]
+
+log = logging.getLogger(__name__)
 
 # Prompts decoded per mask-decoder call. On this 2-core CPU one prompt per call is ~2x faster than
 # large batches (measured); GPUs amortise kernel launches over large batches.
 DEFAULT_CHUNK_SIZE = {"cpu": 1, "cuda": 64}
-
-
-def resolve_device(device: str | torch.device = "auto") -> torch.device:
-    """'auto' picks CUDA when available, else the CPU; an unavailable CUDA request is an error."""
-    if isinstance(device, torch.device):
-        dev = device
-    elif device == "auto":
-        dev = torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    else:
-        try:
-            dev = torch.device(device)
-        except RuntimeError as e:
-            raise ValueError(f"device={device!r} is not a device ('auto', 'cpu', 'cuda', 'cuda:1'): {e}") from None
-    if dev.type == "cuda" and not torch.cuda.is_available():
-        raise ValueError(f"device={device!r} requested but CUDA is not available on this machine")
-    return dev
 
 
 def resolve_precision(precision: str, device: torch.device, model_type: str = "") -> torch.dtype:
@@ -50,10 +31,3 @@ def resolve_precision(precision: str, device: torch.device, model_type: str = ""
 
 def default_chunk_size(device: torch.device) -> int:
     return DEFAULT_CHUNK_SIZE.get(device.type, 1)
-
-
-def autocast(device: torch.device, dtype: torch.dtype) -> contextlib.AbstractContextManager:
-    """Mixed precision for ``dtype`` on ``device``; a no-op for float32."""
-    if dtype == torch.float32:
-        return contextlib.nullcontext()
-    return torch.autocast(device_type=device.type, dtype=dtype)

@@ -122,7 +122,7 @@ def train_epoch(model: torch.nn.Module, texts: ClassTexts, crops: dict[str, torc
                 args: argparse.Namespace, device: torch.device, dtype: torch.dtype, epoch: int) -> dict[str, float]:
     from tqdm import tqdm
 
-    from ..segmentation.devices import autocast
+    from ..devices import autocast
 
     model.train()
     order = rng.permutation(len(crops["labels"]))
@@ -154,7 +154,7 @@ def train_epoch(model: torch.nn.Module, texts: ClassTexts, crops: dict[str, torc
 def evaluate(model: torch.nn.Module, texts: ClassTexts, crops: dict[str, torch.Tensor], batch_size: int,
              device: torch.device, dtype: torch.dtype) -> dict[str, float]:
     """Loss and accuracy on ``crops`` as the classifier would predict (argmax of the class scores)."""
-    from ..segmentation.devices import autocast
+    from ..devices import autocast
 
     model.eval()
     with autocast(device, dtype):

@@ -105,7 +105,7 @@ class DecoderRunner:
     @torch.no_grad()  # not inference_mode: the features feed the decoder's autograd graph later
     def encode(self, rgb: np.ndarray) -> dict[str, Any]:
         """Features of one RGB uint8 (H, W, 3) image."""
-        from ..segmentation.devices import autocast
+        from ..devices import autocast
 
         resized = torch.as_tensor(self.transform.apply_image(rgb), device=self.device)
         x = self.sam.preprocess(resized.permute(2, 0, 1).contiguous()[None])
@@ -117,7 +117,7 @@ class DecoderRunner:
 
     def logits(self, features: dict[str, Any], prompt: Prompt) -> torch.Tensor:
         """(1, 1, H, W) float32 mask logits of one prompt at the image resolution (single-mask output)."""
-        from ..segmentation.devices import autocast
+        from ..devices import autocast
 
         original_hw = tuple(int(v) for v in features["original_hw"])
         input_hw = tuple(int(v) for v in features["input_hw"])
