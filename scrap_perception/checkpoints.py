@@ -20,10 +20,17 @@ class CheckpointError(RuntimeError):
 
 def load_state_dict(path: str | os.PathLike, *, param: str, expected: str,
                     map_location: str | torch.device = "cpu") -> dict[str, torch.Tensor]:
-    """Reads a state dict from ``path``.
+    """Reads a state dict from ``path`` (see ``load_checkpoint``)."""
+    return load_checkpoint(path, param=param, expected=expected, map_location=map_location)[0]
+
+
+def load_checkpoint(path: str | os.PathLike, *, param: str, expected: str,
+                    map_location: str | torch.device = "cpu") -> tuple[dict[str, torch.Tensor], dict[str, object]]:
+    """Reads a state dict and its metadata from ``path``.
 
     Accepts a bare state dict or a training checkpoint that wraps it under ``state_dict`` / ``model``
     (cn_clip's format and ours); strips the ``module.`` prefix DataParallel/DDP training leaves.
+    Metadata: the wrapper's plain entries (str, int, float, bool), e.g. ``model_type``, ``kind``, ``epoch``.
     param: the parameter or option that named the file (for messages); expected: what belongs there.
     """
     path = os.fspath(path)
@@ -43,7 +50,8 @@ def load_state_dict(path: str | os.PathLike, *, param: str, expected: str,
     state = unwrap_state_dict(obj)
     if state is None:
         raise CheckpointError(f"{where}: holds no state dict of tensors; expected {expected}")
-    return state
+    meta = {k: v for k, v in obj.items() if isinstance(v, (str, int, float, bool))} if isinstance(obj, Mapping) else {}
+    return state, meta
 
 
 def unwrap_state_dict(obj: object) -> Optional[dict[str, torch.Tensor]]:

@@ -178,6 +178,12 @@ def test_wrong_decoder_checkpoints_are_named(small_ckpt, tmp_path):
         build_small(checkpoint=small_ckpt, decoder_checkpoint=tmp_path / "hq_decoder.pth")
     with pytest.raises(CheckpointError, match=r"decoder_checkpoint=.*looks like a full SAM ViT checkpoint"):
         build_small(checkpoint=small_ckpt, decoder_checkpoint=small_ckpt)
+    # Same shapes, other model: only the file's model_type tells, and it is checked.
+    vit_b = build_sam_model("vit_b", SMALL_VIT).mask_decoder
+    torch.save({"state_dict": vit_b.state_dict(), "model_type": "vit_h", "kind": "sam_mask_decoder"},
+               tmp_path / "vit_h_decoder.pth")
+    with pytest.raises(CheckpointError, match=r"vit_h_decoder\.pth.*fine-tuned for sam:vit_h, not for .*sam:vit_b"):
+        build_small(checkpoint=small_ckpt, decoder_checkpoint=tmp_path / "vit_h_decoder.pth")
 
 
 def test_tiny_vit_file_without_unused_classifier_head_loads(tmp_path):

@@ -12,8 +12,8 @@ from typing import Mapping, Optional
 
 import torch
 
-from ..checkpoints import load_into, load_state_dict
-from .registry import ModelSpec, build_sam_model, describe_state
+from ..checkpoints import CheckpointError, load_checkpoint, load_into, load_state_dict
+from .registry import ModelSpec, build_sam_model, describe_state, resolve_model_type
 
 log = logging.getLogger(__name__)
 
@@ -51,7 +51,17 @@ def load_decoder(sam: torch.nn.Module, spec: ModelSpec, path: str | os.PathLike,
     """Replaces ``sam.mask_decoder``'s weights by a decoder-only checkpoint (keys without 'mask_decoder.')."""
     path = os.fspath(path)
     expected = f"a {spec.name} mask-decoder checkpoint (mask_decoder.state_dict(), keys without prefix)"
-    state = load_state_dict(path, param="decoder_checkpoint", expected=expected, map_location=device)
+    state, meta = load_checkpoint(path, param="decoder_checkpoint", expected=expected, map_location=device)
     load_into(sam.mask_decoder, state, param="decoder_checkpoint", path=path, expected=expected,
               describe=describe_state)
+    # Decoders of the SAM ViT sizes share shapes: only the file's own model_type tells them apart.
+    written_for = meta.get("model_type")
+    if isinstance(written_for, str):
+        try:
+            other = resolve_model_type(written_for).name
+        except ValueError:
+            other = written_for
+        if other != spec.name:
+            raise CheckpointError(f"decoder_checkpoint={path!r}: a mask decoder fine-tuned for {other}, "
+                                  f"not for the segmenter's {spec.name}; expected {expected}")
     log.info("segmenter %s: mask decoder loaded from %s", spec.name, path)
