@@ -7,6 +7,8 @@ Policy for bad prompts (``sanitize``):
 - a NaN or infinite coordinate, or a box with zero or negative size: rejected (``PromptError``);
 - a box partly outside the image: clipped to the image;
 - a box wholly outside the image (nothing left after clipping): rejected;
+- point labels other than 1 (positive) and 0 (negative): rejected (SAM reserves -1, 2, 3 for padding
+  and box corners);
 - points outside the image: dropped; a prompt left with neither box nor point is rejected;
 - a box+point prompt whose point is missing gets the box centre (strategy S6).
 """
@@ -81,6 +83,8 @@ def sanitize(prompt: Prompt, image_hw: tuple[int, int]) -> Prompt:
             raise PromptError(f"box {box.tolist()} lies outside the {w}x{h} image")
         box = clipped
     pts, lbl = prompt.points, prompt.point_labels
+    if len(lbl) and not np.isin(lbl, (0, 1)).all():
+        raise PromptError(f"point labels must be 1 (positive) or 0 (negative), got {lbl.tolist()}")
     if len(pts):
         if not np.all(np.isfinite(pts)):
             raise PromptError("a point has a NaN or infinite coordinate")

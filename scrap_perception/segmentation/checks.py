@@ -18,14 +18,11 @@ def check_image(rgb: np.ndarray, index: int) -> None:
 
 
 def check_prompts(prompts: Sequence[Prompt], image_hw: tuple[int, int]) -> list[Prompt]:
-    """Every prompt through ``sanitize`` (clip or reject), plus point labels limited to 1 (positive) and
-    0 (negative): SAM reserves -1, 2 and 3 for padding and box corners. A rejection raises PromptError
-    naming the prompt's index and id."""
+    """Every prompt through ``sanitize`` (clip or reject); a rejection raises PromptError naming the
+    prompt's index and id."""
     out = []
     for i, p in enumerate(prompts):
         try:
-            if len(p.point_labels) and not np.isin(p.point_labels, (0, 1)).all():
-                raise PromptError(f"point labels must be 1 (positive) or 0 (negative), got {p.point_labels.tolist()}")
             out.append(sanitize(p, image_hw))
         except PromptError as e:
             raise PromptError(f"prompt {i}{f' (id {p.id!r})' if p.id else ''}: {e}") from None
