@@ -208,3 +208,28 @@ def test_sam_hq_with_vit_encoder_equals_reference(tmp_path, hq_token_only):
         assert_same_mask(m, masks[0], float(ious[0]), f"prompt {k} ({p.kind})")
         fractions.append(masks[0].mean())
     assert sum(0.005 < f < 0.995 for f in fractions) >= 3, fractions
+
+
+def test_multimask_option_overrides_the_choice(case):
+    """'best' takes the multimask candidate of highest predicted IoU for every prompt kind (box ones
+    included); 'single' takes the single-mask output even for a lone point."""
+    i = ODD
+    prompts = case.prompts[i]
+    candidates = case.seg.segment(prompts, case.encoded[i], return_all=True)
+    best = SamSegmenter(case.seg.model, case.seg.spec, case.seg.device, multimask="best")
+    for p, cands, got in zip(prompts, candidates, best.segment(prompts, case.encoded[i])):
+        top = max(cands, key=lambda c: c.iou)
+        assert mask_iou(got.full(IMAGE_SIZES[i]), top.full(IMAGE_SIZES[i])) >= 0.999, p.kind
+        assert abs(got.iou - top.iou) <= 1e-5
+    single = SamSegmenter(case.seg.model, case.seg.spec, case.seg.device, multimask="single")
+    lone = [p for p in prompts if p.kind == "points" and len(p.points) == 1]
+    assert lone, "the prompt set must hold a lone point for this test to mean anything"
+    case._set(i)
+    for p, got in zip(lone, single.segment(lone, case.encoded[i])):
+        ref_masks, ref_ious = reference_predict(case.predictor, p, multimask=False)
+        assert_same_mask(got, ref_masks[0], float(ref_ious[0]), "lone point, single mask")
+    auto_boxes = [p for p in prompts if p.box is not None]
+    assert [m.iou for m in single.segment(auto_boxes, case.encoded[i])] == \
+        pytest.approx([m.iou for m in case.seg.segment(auto_boxes, case.encoded[i])], abs=1e-6)
+    with pytest.raises(ValueError, match="multimask"):
+        SamSegmenter(case.seg.model, case.seg.spec, case.seg.device, multimask="all")

@@ -174,6 +174,10 @@ PERCEPTION_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("segmenter.chunk_size", 0, "int",
               "Prompts decoded per mask-decoder call (decoder batch size); 0 = all prompts of a frame at once.",
               range=(0, 4096)),
+    ParamSpec("segmenter.multimask", "auto", "string",
+              "Which decoder output becomes the mask: auto (single mask for box prompts, best of SAM's three "
+              "for a lone point, as SamPredictor), single, or best (highest predicted IoU of the three).",
+              choices=("auto", "single", "best")),
     ParamSpec("segmenter.prompt_mode", "box_point", "string",
               "box = detector box only (strategy S5); box_point = box plus its centre as a positive point "
               "(S6, the paper's best).", choices=PROMPT_MODES, dynamic=True),

@@ -6,8 +6,10 @@ of a frame decoded in chunks from one image embedding, and masks upsampled only 
 
 Mask choice (as the paper and the reference predictors): boxes, box+point and multi-point prompts take
 the single-mask output; a lone point takes the multimask output with the highest predicted IoU;
-``return_all`` gives the three multimask outputs. SAM-HQ adds its HQ-token mask to the chosen SAM mask
-(or uses it alone with ``hq_token_only``), exactly as ``MaskDecoderHQ.forward``.
+``return_all`` gives the three multimask outputs. ``multimask`` overrides the choice for every
+prompt: 'single' (always the single-mask output) or 'best' (always the best of the three). SAM-HQ adds
+its HQ-token mask to the chosen SAM mask (or uses it alone with ``hq_token_only``), exactly as
+``MaskDecoderHQ.forward``.
 """
 from __future__ import annotations
 
@@ -27,6 +29,7 @@ from .devices import autocast, default_chunk_size
 from .postprocess import RoiUpsampler, instance_masks
 from .registry import ModelSpec
 
+MULTIMASK_CHOICES = ("auto", "single", "best")
 MULTIMASK = slice(1, 4)  # tokens 1..3 are the multimask outputs, token 0 the single-mask output
 
 
@@ -36,8 +39,11 @@ class SamSegmenter(Segmenter):
 
     def __init__(self, model: torch.nn.Module, spec: ModelSpec, device: torch.device,
                  dtype: torch.dtype = torch.float32, chunk_size: Optional[int] = None,
-                 hq_token_only: bool = False) -> None:
+                 hq_token_only: bool = False, multimask: str = "auto") -> None:
         super().__init__()
+        if multimask not in MULTIMASK_CHOICES:
+            raise ValueError(f"multimask must be one of {MULTIMASK_CHOICES}, not {multimask!r}")
+        self.multimask = multimask
         self.model = model.eval()
         self.spec = spec
         self.name = spec.name
@@ -112,7 +118,12 @@ class SamSegmenter(Segmenter):
         ious = [None] * len(clean)
         with torch.inference_mode():
             for (has_box, n_points), idx in groups.items():
-                mode = "all" if return_all else ("single" if has_box or n_points > 1 else "best")
+                if return_all:
+                    mode = "all"
+                elif self.multimask != "auto":
+                    mode = self.multimask
+                else:
+                    mode = "single" if has_box or n_points > 1 else "best"
                 for start in range(0, len(idx), self.chunk_size):
                     chunk = idx[start:start + self.chunk_size]
                     coords, labels, boxes = self._prompt_tensors([clean[i] for i in chunk], enc)
