@@ -172,7 +172,8 @@ PERCEPTION_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("segmenter.precision", "fp32", "string", "Inference precision: fp32, fp16 (CUDA) or bf16.",
               choices=PRECISIONS),
     ParamSpec("segmenter.chunk_size", 0, "int",
-              "Prompts decoded per mask-decoder call (decoder batch size); 0 = all prompts of a frame at once.",
+              "Prompts decoded per mask-decoder call (decoder batch size); 0 = the device's default (1 on CPU, "
+              "64 on CUDA).",
               range=(0, 4096)),
     ParamSpec("segmenter.multimask", "auto", "string",
               "Which decoder output becomes the mask: auto (single mask for box prompts, best of SAM's three "

@@ -19,6 +19,7 @@ COMMANDS: dict[str, str] = {
     "eval_cls": "eval-cls",
     "finetune_decoder": "finetune-decoder",
     "finetune_clip": "finetune-clip",
+    "bench": "bench",
 }
 
 

@@ -1,0 +1,250 @@
+"""``scrap-tools bench``: what a frame costs, against what the models alone cost, in one run.
+
+For N boxes per frame and C cameras (synthetic 1280x720 scrap scenes, see bench_frames), each the
+median of repeats after warm-up:
+- floor: the bare model forwards (bench_floor): image encoder, mask decoder at the best chunk size,
+  CN-CLIP encode_image of the crops the pipeline classifies;
+- core: ``Pipeline.process_frames`` in this process (= ``Pipeline.process`` for one camera);
+- naive: the same models driven as a user would from the paper (naive.py);
+- ros: end to end through DDS (bench_ros): a publisher process -> the perception node -> back.
+It reports core/floor, ros/floor, naive/core, frames per second, peak memory, the ROS conversion costs
+and the share of every non-model stage of the frame, and writes ``bench.json``, ``bench.md`` and
+``bench.png`` to ``out/bench/<timestamp>/``. core/floor compares two runs, so on a busy machine it
+carries their difference; core/model (the core's time over the model time inside the same calls,
+timed by wrappers on the model forwards) does not.
+
+Weights are random (seeded; model time does not depend on their values) with one change: the IoU head's
+output bias is raised by 1 so no mask falls under ``min_mask_score`` and every box is classified, as
+with trained weights on real detections. The node gets the very same weights through checkpoint files.
+Random-weight masks cover much of the frame: the worst case for the stages whose cost follows the mask's
+extent (ROI upsampling, crops), so those two are also measured alone for box-sized masks (bench_stages).
+Warm-up: ``--warmup`` calls before each mode's first configuration per camera count (later
+configurations reuse the warm models). Repeats: up to ``--repeats``; fewer when the next call would take
+the measurement past ``--budget`` seconds, but not under ``--min-repeats`` (3 at N=20, 1 camera, the
+goals' configuration) unless one call alone exceeds the budget. The naive baseline runs for 1 camera by
+default (``--naive-cameras``): naive/core is a per-frame ratio. With the defaults a full run takes about
+15 minutes on an idle 2-core CPU.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import math
+import os
+import sys
+import time
+from pathlib import Path
+from typing import Optional, Sequence
+
+import torch
+
+from . import ToolError, run_folder
+from .bench_frames import make_frames
+from .bench_modes import GOAL_CONFIG, MODES, Bench, Models
+from .bench_report import json_default, machine, markdown, plot, summarise
+from .bench_stages import post_model_stages
+from .bench_timing import Clock, PeakMemory
+
+TOOL = "bench"
+QUICK_SAM = {"embed_dim": 96, "depth": 2, "num_heads": 2, "global_attn_indexes": [1], "image_size": 256}
+
+
+# --------------------------------------------------------------------------------------------- CLI
+def _ints(value: str) -> list[int]:
+    try:
+        out = [int(v) for v in value.split(",") if v.strip()]
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected comma-separated integers, got {value!r}") from None
+    if not out or min(out) < 1:
+        raise argparse.ArgumentTypeError(f"expected positive integers, got {value!r}")
+    return sorted(set(out))
+
+
+def _modes(value: str) -> list[str]:
+    out = [v.strip() for v in value.split(",") if v.strip()]
+    bad = [v for v in out if v not in MODES]
+    if bad or not out:
+        raise argparse.ArgumentTypeError(f"modes must be among {','.join(MODES)}, got {value!r}")
+    return out
+
+
+def _hw(value: str) -> tuple[int, int]:
+    try:
+        w, h = (int(v) for v in value.lower().split("x"))
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"expected WIDTHxHEIGHT like 1280x720, got {value!r}") from None
+    return h, w
+
+
+def add_arguments(p: argparse.ArgumentParser) -> None:
+    from . import parse_json_arg
+
+    p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (CUDA is synchronised around timers)")
+    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"), help="fp16 needs CUDA")
+    p.add_argument("--boxes", type=_ints, default=[1, 5, 20, 50], help="boxes per frame (default 1,5,20,50)")
+    p.add_argument("--cameras", type=_ints, default=[1, 4], help="camera counts (default 1,4)")
+    p.add_argument("--modes", type=_modes, default=list(MODES), help="what to measure (default floor,core,naive,ros)")
+    p.add_argument("--naive-cameras", type=_ints, default=[1],
+                   help="camera counts the naive baseline runs for (default 1: naive/core is a per-frame ratio)")
+    p.add_argument("--repeats", type=int, default=5, help="timed calls per measurement, at most (default 5)")
+    p.add_argument("--min-repeats", type=int, default=2,
+                   help="timed calls per measurement, at least (default 2; 3 at N=20, 1 camera; 1 when a single "
+                        "call takes longer than --budget)")
+    p.add_argument("--budget", type=float, default=20.0,
+                   help="seconds of timed calls per measurement after which no further repeat starts (default 20)")
+    p.add_argument("--warmup", type=int, default=1,
+                   help="untimed calls before each mode's first configuration per camera count (default 1)")
+    p.add_argument("--threads", type=int, default=None,
+                   help="torch CPU threads here and in the node (default: torch's choice, usually the core count)")
+    p.add_argument("--segmenter", default="vit_t", help="SAM-family model type (default vit_t = MobileSAM)")
+    p.add_argument("--arch", type=parse_json_arg, default=None, help="encoder size override (JSON), small models")
+    p.add_argument("--classifier", default="ViT-B-16", help="CN-CLIP model name or JSON config (default ViT-B-16)")
+    p.add_argument("--chunk-size", type=int, default=None,
+                   help="the pipeline's decoder chunk size (default: the segmenter's per-device default)")
+    p.add_argument("--image-size", type=_hw, default=(720, 1280), help="frame WIDTHxHEIGHT (default 1280x720)")
+    p.add_argument("--quick", action="store_true",
+                   help="tiny models and frames, N=1,3, cameras 1,2, one repeat: a smoke run for tests and CI")
+    p.add_argument("--out", type=Path, default=None, help=f"results folder (default out/{TOOL}/<timestamp>)")
+    p.add_argument("--render", type=Path, default=None, metavar="DIR",
+                   help="measure nothing: write bench.md and bench.png again from DIR/bench.json")
+    p.add_argument("--seed", type=int, default=0, help="seed of the frames and the random weights")
+
+
+def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
+    p = subparsers.add_parser(TOOL, help="performance benchmark: pipeline and node against the bare models",
+                              description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(p)
+    p.set_defaults(func=run)
+    return p
+
+
+def _apply_quick(args: argparse.Namespace) -> None:
+    if not args.quick:
+        return
+    args.segmenter, args.arch = "vit_b", args.arch or QUICK_SAM
+    args.image_size = (120, 160)
+    args.boxes, args.cameras, args.naive_cameras = [1, 3], [1, 2], [1, 2]
+    args.repeats, args.min_repeats, args.warmup = 1, 1, 1
+
+
+def _device(args: argparse.Namespace) -> torch.device:
+    """Checks the options; sets the thread count; returns the device."""
+    from ..segmentation.devices import resolve_device
+
+    if args.repeats < 1 or args.min_repeats < 1 or args.warmup < 0 or (args.threads is not None and args.threads < 1):
+        raise ToolError("--repeats, --min-repeats and --threads must be at least 1, --warmup at least 0")
+    try:
+        device = resolve_device(args.device)
+    except ValueError as e:
+        raise ToolError(str(e)) from None
+    if args.precision == "fp16" and device.type != "cuda":
+        raise ToolError("--precision fp16 needs a CUDA device; use bf16 on the CPU")
+    if args.threads:
+        torch.set_num_threads(args.threads)
+        os.environ["OMP_NUM_THREADS"] = str(args.threads)  # for the node process
+    return device
+
+
+def _stages(b: Bench, args: argparse.Namespace) -> dict:
+    """The post-model stages alone at N=20 (or the largest N), with their share of the core frame."""
+    n = GOAL_CONFIG[0] if GOAL_CONFIG[0] in args.boxes else max(args.boxes)
+    print(f"bench: post-model stages at N={n}", file=sys.stderr)
+    stages = post_model_stages(b.m.segmenter, b.m.classifier, b.frames[0], n, b.clock)
+    core = b.results.get((n, 1), {}).get("core", {}).get("median_s", math.nan)
+    for kind in ("frame_sized", "box_sized"):
+        stages[kind]["share_of_core_frame"] = {k: v / core for k, v in stages[kind].items() if k.endswith("_s")}
+    return stages
+
+
+def render(folder: Path) -> Path:
+    """Re-derives the summary, bench.md and bench.png of an earlier run from its bench.json."""
+    path = folder / "bench.json"
+    try:
+        report = json.loads(path.read_text())
+    except (OSError, json.JSONDecodeError) as e:
+        raise ToolError(f"--render: cannot read {path}: {e}") from None
+    results = {(r["boxes"], r["cameras"]): r for r in report["results"]}
+    report["summary"] = summarise(results, report.get("ros_conversions"))
+    write_report(report, folder)
+    return folder
+
+
+def write_report(report: dict, out: Path) -> None:
+    (out / "bench.json").write_text(json.dumps(report, indent=1, default=json_default))
+    text = markdown(report)
+    (out / "bench.md").write_text(text)
+    plot(report, out / "bench.png")
+    print(text)
+
+
+def bench(args: argparse.Namespace) -> Path:
+    """Runs the benchmark; returns the results folder."""
+    if args.render is not None:
+        return render(args.render)
+    _apply_quick(args)
+    device = _device(args)
+    out = run_folder(args.out, TOOL)
+    started, load_start = time.strftime("%Y-%m-%d %H:%M:%S"), os.getloadavg()
+    clock, memory = Clock(device), PeakMemory(device)
+    models = Models(args, device, clock, out)
+    print(f"bench: {models.segmenter.name} + {models.classifier.name} on {device} ({args.precision}), "
+          f"{max(args.cameras)} frame(s) of {args.image_size[1]}x{args.image_size[0]}", file=sys.stderr)
+    frames = make_frames(max(args.cameras), max(args.boxes), args.image_size, args.seed)
+    rss_models = memory.read()
+    b = Bench(args, models, frames, clock, memory)
+    for mode in ("core", "floor", "naive"):  # core first: floor needs its mask counts, naive its outputs
+        if mode == "core" or mode in args.modes:
+            print(f"bench: {mode}", file=sys.stderr)
+            b.run_mode(mode, args.naive_cameras if mode == "naive" else args.cameras)
+    stages = _stages(b, args)
+    ros_skipped = None
+    if "ros" in args.modes:
+        print("bench: ros (node and publisher processes)", file=sys.stderr)
+        try:
+            ros_skipped = b.run_ros(out)
+        except RuntimeError as e:  # the in-process results stand; the report says why ros is missing
+            ros_skipped = f"failed: {e}"
+        if ros_skipped:
+            print(f"bench: ROS part skipped: {ros_skipped}", file=sys.stderr)
+    for r in b.results.values():
+        r.pop("_core_results", None)
+    settings = {k: v for k, v in vars(args).items() if not callable(v) and k != "out"}
+    settings.update(device=str(device), image_hw=list(args.image_size), segmenter_name=models.segmenter.name,
+                    classifier_name=models.classifier.name, segmenter_chunk_size=models.segmenter.chunk_size,
+                    classifier_batch_size=models.classifier.batch_size,
+                    weights="random (seeded); IoU head bias +1 so every box is classified")
+    report = {
+        "started": started, "machine": machine(),
+        "load_average": {"start": [round(v, 2) for v in load_start], "end": [round(v, 2) for v in os.getloadavg()]},
+        "settings": settings, "summary": summarise(b.results, b.ros_conversions),
+        "results": list(b.results.values()), "decoder_chunks": b.chunks, "post_model_stages": stages,
+        "memory": {"after_model_load": rss_models, **b.memory_by_mode},
+        "ros_conversions": b.ros_conversions, "ros_skipped": ros_skipped,
+    }
+    write_report(report, out)
+    return out
+
+
+def run(args: argparse.Namespace) -> int:
+    """0 on success, 2 on bad options or a failed part (message, no traceback), 130 when interrupted."""
+    try:
+        out = bench(args)
+    except (ToolError, RuntimeError) as e:
+        print(f"{TOOL}: error: {e}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print(f"{TOOL}: interrupted", file=sys.stderr)
+        return 130
+    print(f"{TOOL}: results in {out}", file=sys.stderr)
+    return 0
+
+
+def main(argv: Optional[Sequence[str]] = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m scrap_perception.tools.bench", description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    add_arguments(parser)
+    return run(parser.parse_args(argv))
+
+
+if __name__ == "__main__":
+    sys.exit(main())

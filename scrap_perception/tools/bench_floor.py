@@ -1,0 +1,123 @@
+"""The floor of a frame: the bare model forwards and nothing else.
+
+- encoder: ``image_encoder`` on an already normalised, padded (B, 3, S, S) tensor (B = cameras);
+- decoder: ``prompt_encoder`` + ``mask_decoder.predict_masks`` for N box+point prompts already in the
+  model's input frame, in chunks of the best chunk size for this device and N (measured);
+- CN-CLIP: ``encode_image`` of K (B, 3, R, R) crops already resized and normalised, in batches of the
+  classifier's batch size. K = the masks the pipeline classified (empty masks are not classified).
+
+The modules are the pipeline's own (same weights, device and precision), so core - floor is exactly
+what the code around the models costs. Inputs are random: on these models time does not depend on
+values. Text features are excluded: the pipeline computes them once, not per frame.
+"""
+from __future__ import annotations
+
+from typing import Callable, Sequence
+
+import numpy as np
+import torch
+
+from ..prompts import box_point_prompt
+from ..segmentation.devices import autocast
+from .bench_timing import Clock, measure
+
+
+def chunk_candidates(n: int) -> list[int]:
+    """Chunk sizes worth trying for n prompts: powers of two below n, and n."""
+    return sorted({c for c in (1, 2, 4, 8, 16, 32, 64) if c < n} | {n})
+
+
+class Floor:
+    """Model-only callables on the pipeline's modules. sam: the segmenter's ``Sam``; clip: the
+    classifier's cn_clip ``CLIP``; batch_size: crops per CN-CLIP call."""
+
+    def __init__(self, sam: torch.nn.Module, clip: torch.nn.Module, device: torch.device, dtype: torch.dtype,
+                 clip_dtype: torch.dtype, batch_size: int, clock: Clock, seed: int = 0) -> None:
+        self.sam, self.clip = sam, clip
+        self.device, self.dtype, self.clip_dtype = device, dtype, clip_dtype
+        self.batch_size = int(batch_size)
+        self.clock = clock
+        self.gen = torch.Generator().manual_seed(seed)
+        self.image_size = int(sam.image_encoder.img_size)
+        self.crop_size = int(clip.visual.input_resolution)
+        with torch.inference_mode():
+            self.dense_pe = sam.prompt_encoder.get_dense_pe()
+            self.embedding = self.encoder(1)()  # (1, 256, 64, 64)-like, for the decoder runs
+
+    def _randn(self, *shape: int) -> torch.Tensor:
+        return torch.randn(*shape, generator=self.gen).to(self.device)
+
+    def encoder(self, images: int) -> Callable[[], torch.Tensor]:
+        x = self._randn(images, 3, self.image_size, self.image_size)
+
+        def run() -> torch.Tensor:
+            with torch.inference_mode(), autocast(self.device, self.dtype):
+                out = self.sam.image_encoder(x)
+            return out[0] if isinstance(out, (tuple, list)) else out
+
+        return run
+
+    def prompt_tensors(self, boxes: np.ndarray, image_hw: tuple[int, int]) -> tuple[torch.Tensor, ...]:
+        """Box+point (S6) prompts of pixel ``boxes`` (N, 4) scaled to the model's input frame."""
+        scale = self.image_size / max(image_hw)
+        prompts = [box_point_prompt(b) for b in boxes]
+        coords = torch.as_tensor(np.stack([p.points for p in prompts]) * scale, dtype=torch.float32)
+        labels = torch.ones(coords.shape[:2], dtype=torch.int32)
+        box_t = torch.as_tensor(np.asarray(boxes, np.float64) * scale, dtype=torch.float32)
+        return coords.to(self.device), labels.to(self.device), box_t.to(self.device)
+
+    def decoder(self, prompts: Sequence[torch.Tensor], chunk: int,
+                embedding: torch.Tensor | None = None) -> Callable[[], list[tuple[torch.Tensor, torch.Tensor]]]:
+        """Decodes (coords, labels, boxes) ``chunk`` prompts per call; the callable returns each call's
+        (low-res masks (B, T, L, L), predicted IoUs (B, T)) for all T mask tokens."""
+        coords, labels, boxes = prompts
+        pe, dec = self.sam.prompt_encoder, self.sam.mask_decoder
+        emb = self.embedding if embedding is None else embedding
+
+        def run() -> list[tuple[torch.Tensor, torch.Tensor]]:
+            out = []
+            with torch.inference_mode(), autocast(self.device, self.dtype):
+                for s in range(0, len(boxes), chunk):
+                    sl = slice(s, s + chunk)
+                    sparse, dense = pe(points=(coords[sl], labels[sl]), boxes=boxes[sl], masks=None)
+                    out.append(dec.predict_masks(image_embeddings=emb, image_pe=self.dense_pe,
+                                                 sparse_prompt_embeddings=sparse, dense_prompt_embeddings=dense))
+            return out
+
+        return run
+
+    def best_chunk(self, prompts: Sequence[torch.Tensor], repeats: int = 2) -> tuple[int, dict[int, float]]:
+        """The fastest chunk size for these prompts (median of ``repeats`` after one warm-up each)."""
+        timings = {c: measure(self.decoder(prompts, c), self.clock, repeats, warmup=1).median
+                   for c in chunk_candidates(len(prompts[0]))}
+        return min(timings, key=timings.get), timings
+
+    def crops(self, count: int) -> Callable[[], None]:
+        x = self._randn(max(count, 0), 3, self.crop_size, self.crop_size)
+
+        def run() -> None:
+            with torch.inference_mode(), autocast(self.device, self.clip_dtype):
+                for s in range(0, count, self.batch_size):
+                    self.clip.encode_image(x[s:s + self.batch_size])
+
+        return run
+
+    def frame(self, images: int, prompts: Sequence[Sequence[torch.Tensor]], chunk: int,
+              crops: int) -> Callable[[], dict[str, float]]:
+        """The floor of a frame set: encoder on ``images`` images, the decoder on each camera's prompts,
+        CN-CLIP on ``crops`` crops. The callable returns the seconds of each part."""
+        enc, clip = self.encoder(images), self.crops(crops)
+        decs = [self.decoder(p, chunk) for p in prompts]
+
+        def run() -> dict[str, float]:
+            t0 = self.clock.now()
+            enc()
+            t1 = self.clock.now()
+            for d in decs:
+                d()
+            t2 = self.clock.now()
+            clip()
+            t3 = self.clock.now()
+            return {"encoder": t1 - t0, "decoder": t2 - t1, "clip_image": t3 - t2}
+
+        return run

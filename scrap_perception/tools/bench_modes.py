@@ -1,0 +1,268 @@
+"""The benchmark's measurements: the models under test and the floor, core and naive modes in this
+process, the ROS mode through bench_ros. See ``bench`` for what each mode is.
+
+Every mode runs every configuration (N boxes, C cameras) in turn, so the peak memory of a mode is read
+around all of its runs. Core runs first: the floor classifies as many crops as the core kept masks, and
+naive is compared with the core's outputs.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import tempfile
+import warnings
+from pathlib import Path
+from typing import Any, Callable, Optional, Sequence
+
+import numpy as np
+import torch
+
+from . import ToolError
+from .bench_floor import Floor
+from .bench_frames import Frame, save_frames
+from .bench_timing import Clock, ModelTime, PeakMemory, Samples, measure
+
+MODES = ("floor", "core", "naive", "ros")
+GOAL_CONFIG = (20, 1)  # (boxes, cameras) the goals are stated for: measured at least 3 times
+
+
+def model_time(segmenter: Any, classifier: Any, clock: Clock) -> ModelTime:
+    """Timers on every model forward a SAM segmenter and a CN-CLIP classifier make (until restored)."""
+    mt = ModelTime(clock)
+    sam, clip = segmenter.model, classifier.model
+    mt.wrap(sam.image_encoder, "forward", "sam_image_encoder")
+    mt.wrap(sam.prompt_encoder, "forward", "sam_prompt_encoder")
+    mt.wrap(sam.mask_decoder, "forward", "sam_mask_decoder")
+    mt.wrap(sam.mask_decoder, "predict_masks", "sam_mask_decoder")
+    mt.wrap(clip.visual, "forward", "clip_image")
+    mt.wrap(clip.bert, "forward", "clip_text")
+    return mt
+
+
+def classifier_name(args: argparse.Namespace, out: Path) -> str:
+    """--classifier, or with --quick a tiny CN-CLIP config written to ``out``."""
+    if not args.quick:
+        return args.classifier
+    from ..classification import small_clip_config
+
+    path = out / "small_clip.json"
+    path.write_text(json.dumps(small_clip_config()))
+    return str(path)
+
+
+class Models:
+    """The pipeline under test and everything that measures against it, sharing one set of modules."""
+
+    def __init__(self, args: argparse.Namespace, device: torch.device, clock: Clock, out: Path) -> None:
+        from ..classification import build_classifier
+        from ..pipeline import Pipeline
+        from ..segmentation import build_segmenter
+        from .naive import NaivePipeline
+
+        torch.manual_seed(args.seed)
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # "random weights": said once in the report
+            self.segmenter = build_segmenter(args.segmenter, device=str(device), precision=args.precision,
+                                             chunk_size=args.chunk_size, arch=args.arch)
+            self.classifier_name = classifier_name(args, out)
+            self.classifier = build_classifier(self.classifier_name, device=str(device), precision=args.precision)
+        sam, clip = self.segmenter.model, self.classifier.model
+        if getattr(self.segmenter, "hq", False):
+            raise ToolError(f"--segmenter {args.segmenter}: the benchmark supports SAM and MobileSAM model types")
+        with torch.no_grad():
+            sam.mask_decoder.iou_prediction_head.layers[-1].bias += 1.0
+        self.pipeline = Pipeline(self.segmenter, self.classifier)
+        self.floor = Floor(sam, clip, device, self.segmenter.dtype, self.classifier.dtype,
+                           self.classifier.batch_size, clock, args.seed)
+        self.naive = NaivePipeline(sam, self.segmenter.spec.package, clip, self.classifier.labels,
+                                   self.classifier.crop_margin, self.classifier.background, device,
+                                   self.segmenter.dtype, self.pipeline.min_mask_score, self.pipeline.min_area)
+        self.clock = clock
+
+    def model_time(self) -> ModelTime:
+        return model_time(self.segmenter, self.classifier, self.clock)
+
+    def save_weights(self, folder: Path) -> tuple[Path, Path]:
+        """The benchmark's weights as checkpoint files the node loads (SAM layout; cn_clip's format)."""
+        sam_path, clip_path = folder / "segmenter.pth", folder / "classifier.pt"
+        torch.save(self.segmenter.model.state_dict(), sam_path)
+        torch.save({"epoch": 0, "step": 0, "name": "bench", "state_dict": self.classifier.model.state_dict()},
+                   clip_path)
+        return sam_path, clip_path
+
+
+class Bench:
+    """Runs the modes over the configurations; ``results[(boxes, cameras)]`` collects what each measured."""
+
+    def __init__(self, args: argparse.Namespace, models: Models, frames: Sequence[Frame], clock: Clock,
+                 memory: PeakMemory) -> None:
+        self.args, self.m, self.frames, self.clock, self.memory = args, models, frames, clock, memory
+        self.configs = [(n, c) for c in args.cameras for n in args.boxes]
+        self.results: dict[tuple[int, int], dict[str, Any]] = {
+            cfg: {"boxes": cfg[0], "cameras": cfg[1]} for cfg in self.configs}
+        self.memory_by_mode: dict[str, dict[str, float]] = {}
+        self.chunks: dict[int, dict[str, Any]] = {}
+        self.ros_conversions: Optional[dict[str, Any]] = None
+
+    def _warmup(self, n: int, c: int) -> int:
+        """Warm-up calls: before each mode's first configuration of each camera count only."""
+        first = next(cfg for cfg in self.configs if cfg[1] == c)
+        return self.args.warmup if (n, c) == first else 0
+
+    def _measure(self, fn: Callable[[], Any], n: int, c: int) -> Samples:
+        least = max(self.args.min_repeats, 3) if (n, c) == GOAL_CONFIG else self.args.min_repeats
+        return measure(fn, self.clock, self.args.repeats, self._warmup(n, c), least, self.args.budget)
+
+    def _inputs(self, n: int, c: int) -> list[tuple[np.ndarray, list]]:
+        return [(f.rgb, f.prompts(n)) for f in self.frames[:c]]
+
+    def run_mode(self, mode: str, cameras: Sequence[int]) -> None:
+        """Measures ``mode`` for every configuration with a camera count in ``cameras``."""
+        self.memory.reset()
+        for n, c in self.configs:
+            if c in cameras:
+                getattr(self, f"_{mode}")(n, c, self.results[(n, c)])
+        self.memory_by_mode[mode] = self.memory.read()
+
+    def _core(self, n: int, c: int, res: dict) -> None:
+        items = self._inputs(n, c)
+        last: list = []  # only the last repeat's results are kept (masks are large)
+        with self.m.model_time() as mt:
+            def call() -> dict:
+                mt.reset()
+                t0 = self.clock.now()
+                out = self.m.pipeline.process_frames(items)
+                wall = self.clock.now() - t0
+                last[:] = out
+                stages = {k: sum(r.timings.get(k, 0.0) for r in out) for k in ("encode", "decode", "classify")}
+                return {"wall": wall, "stages": stages, "model": dict(mt.seconds), "calls": dict(mt.calls)}
+
+            samples = self._measure(call, n, c)
+        res["core"] = samples.as_dict()
+        res["instances"] = sum(len(r.instances) for r in last)
+        res["core_shares"] = stage_shares(samples.extras)
+        res["core_model_calls"] = samples.extras[-1]["calls"]
+        res["_core_results"] = last
+
+    def _floor(self, n: int, c: int, res: dict) -> None:
+        f = self.m.floor
+        prompts = [f.prompt_tensors(fr.boxes[:n], fr.rgb.shape[:2]) for fr in self.frames[:c]]
+        if n not in self.chunks:
+            best, timings = f.best_chunk(prompts[0], repeats=1)
+            self.chunks[n] = {"best": best, "median_s": {str(k): v for k, v in timings.items()},
+                              "segmenter_chunk_size": self.m.segmenter.chunk_size}
+        samples = self._measure(f.frame(c, prompts, self.chunks[n]["best"], res["instances"]), n, c)
+        res["floor"] = samples.as_dict()
+        res["floor"]["parts_median_s"] = {k: float(np.median([e[k] for e in samples.extras]))
+                                          for k in samples.extras[0]}
+        res["floor"]["chunk_size"] = self.chunks[n]["best"]
+
+    def _naive(self, n: int, c: int, res: dict) -> None:
+        frames = self.frames[:c]
+        last: list = []
+
+        def call() -> None:
+            last[:] = [self.m.naive.process(f.rgb, f.boxes[:n]) for f in frames]
+
+        res["naive"] = self._measure(call, n, c).as_dict()
+        res["naive_vs_core"] = compare(res.pop("_core_results"), last, [f.rgb.shape[:2] for f in frames])
+
+    def run_ros(self, out: Path) -> Optional[str]:
+        """The ros mode (and the ROS conversion costs) for every configuration; returns why it could not
+        run, or None."""
+        from . import bench_ros
+
+        reason = bench_ros.unavailable_reason()
+        if reason:
+            return reason
+        frames_path = save_frames(out / "frames.npz", self.frames[:max(self.args.cameras)])
+        configs = []
+        for n, c in self.configs:
+            core = self.results[(n, c)]["core"]["median_s"]
+            configs.append({"boxes": n, "cameras": c, "warmup": self._warmup(n, c),
+                            "repeats": len(self.results[(n, c)]["core"]["samples_s"]),
+                            "timeout_s": 60.0 + 10.0 * core})
+        try:
+            with tempfile.TemporaryDirectory(dir=out, prefix="weights-") as tmp:
+                sam_ckpt, clip_ckpt = self.m.save_weights(Path(tmp))
+                params = node_params(self.args, self.m, sam_ckpt, clip_ckpt)
+                result = bench_ros.run(frames_path, configs, params, out, max(self.args.cameras))
+        finally:
+            os.remove(frames_path)
+        for run in result["runs"]:
+            res = self.results[(run["boxes"], run["cameras"])]
+            res["ros"] = {"median_s": run["median_s"], "samples_s": run["set_s"], "latency_s": run["latency_s"],
+                          "missed": run["missed"],
+                          "instances_equal_core": all(sum(k) == res["instances"] for k in run["instances"])}
+        self.ros_conversions = dict(result["conversions"], fastdds_profile=result["fastdds_profile"])
+        # The node's peak since its start, loading the checkpoints included.
+        self.memory_by_mode["ros_node"] = {"peak_rss_mb": result["node_peak_rss_mb"]}
+        return None
+
+
+def stage_shares(extras: Sequence[dict]) -> dict[str, Any]:
+    """Median seconds of the model and non-model parts of the core frame (from the timed repeats).
+    A non-model part = a pipeline stage's time minus the model time inside it."""
+    def med(f) -> float:
+        return float(np.median([f(e) for e in extras]))
+
+    def outside(e: dict, stage: str, *models: str) -> float:
+        return e["stages"][stage] - sum(e["model"].get(k, 0.0) for k in models)
+
+    model = {k: med(lambda e, k=k: e["model"].get(k, 0.0))
+             for k in ("sam_image_encoder", "sam_prompt_encoder", "sam_mask_decoder", "clip_image", "clip_text")}
+    overhead = {
+        "preprocess (resize, normalise, pad)": med(lambda e: outside(e, "encode", "sam_image_encoder")),
+        "prompts + ROI mask upsampling": med(lambda e: outside(e, "decode", "sam_prompt_encoder", "sam_mask_decoder")),
+        "crops + similarity": med(lambda e: outside(e, "classify", "clip_image", "clip_text")),
+        "pipeline (sanitize, thresholds, results)": med(lambda e: e["wall"] - sum(e["stages"].values())),
+    }
+    wall = med(lambda e: e["wall"])
+    return {"wall_s": wall, "model_s": model, "overhead_s": overhead,
+            "overhead_share": {k: v / wall for k, v in overhead.items()},
+            "wall_over_model": med(lambda e: e["wall"] / sum(e["model"].values()))}
+
+
+def compare(core_results: Sequence[Any], naive_results: Sequence[Sequence[Any]],
+            shapes: Sequence[tuple[int, int]]) -> dict[str, Any]:
+    """Equality of the core's and the naive pipeline's outputs on the benchmark frames."""
+    ious, same_class, cos, missing = [], 0, [], 0
+    for res, naive, hw in zip(core_results, naive_results, shapes):
+        by_index = {inst.index: inst for inst in naive}
+        for inst in res.instances:
+            ref = by_index.pop(int(inst.id[1:]), None)
+            if ref is None:
+                missing += 1
+                continue
+            full = inst.mask.full(hw)
+            union = np.count_nonzero(full | ref.mask)
+            ious.append(1.0 if union == 0 else np.count_nonzero(full & ref.mask) / union)
+            same_class += int(inst.classification.class_id == ref.class_id)
+            cos.append(float(np.dot(inst.classification.embedding, ref.embedding)))
+        missing += len(by_index)
+    return {"instances": len(ious), "unmatched": missing, "mask_iou_min": min(ious, default=float("nan")),
+            "class_agreement": same_class / len(ious) if ious else float("nan"),
+            "embedding_cos_min": min(cos, default=float("nan"))}
+
+
+def node_params(args: argparse.Namespace, m: Models, sam_ckpt: Path, clip_ckpt: Path) -> dict[str, Any]:
+    """Perception-node parameters for the benchmark's models, weights and thresholds."""
+    from ..classification import BACKGROUNDS
+
+    cls = m.classifier
+    background = next((name for name, value in BACKGROUNDS.items() if value == cls.background), None)
+    if background is None:
+        raise ToolError(f"the classifier's crop background {cls.background!r} has no name the node takes")
+    return {
+        "segmenter.model_type": args.segmenter, "segmenter.checkpoint": str(sam_ckpt),
+        "segmenter.arch": json.dumps(args.arch) if args.arch else "",
+        "segmenter.device": str(m.segmenter.device), "segmenter.precision": args.precision,
+        "segmenter.chunk_size": int(m.segmenter.chunk_size), "segmenter.prompt_mode": m.pipeline.prompt_mode,
+        "classifier.model": m.classifier_name,
+        "classifier.checkpoint": str(clip_ckpt), "classifier.device": str(cls.device),
+        "classifier.precision": args.precision, "classifier.batch_size": cls.batch_size,
+        "classifier.crop_margin": float(cls.crop_margin), "classifier.background": background,
+        "min_mask_score": m.pipeline.min_mask_score, "min_area": m.pipeline.min_area,
+        "publish_overlay": True, "pairing.max_age": 600.0, "log_throttle": 60.0,
+    }

@@ -1,0 +1,238 @@
+"""The benchmark's measurements rest on equal outputs: the naive baseline computes what the pipeline
+computes, the floor runs the decoder the pipeline runs, the model timers see every model call (which
+also proves text caching and cross-camera encoder batching). Plus smoke runs of the CLI (no timing
+assertions anywhere)."""
+import argparse
+import json
+import warnings
+
+import numpy as np
+import pytest
+import torch
+
+from scrap_perception.classification import build_classifier, small_clip_config
+from scrap_perception.pipeline import Pipeline
+from scrap_perception.prompts import box_point_prompt
+from scrap_perception.segmentation import build_segmenter
+from scrap_perception.tools import bench, bench_modes
+from scrap_perception.tools.bench_floor import Floor, chunk_candidates
+from scrap_perception.tools.bench_frames import load_frames, make_frames, save_frames
+from scrap_perception.tools.bench_timing import Clock, measure
+from scrap_perception.tools.naive import NaivePipeline
+
+SMALL_SAM = {"embed_dim": 96, "depth": 2, "num_heads": 2, "global_attn_indexes": [1], "image_size": 256}
+HW = (240, 320)
+
+
+def small_models(tmp_path, model_type="vit_b", background="gray", seed=0, raise_iou=True):
+    torch.manual_seed(seed)
+    path = tmp_path / "clip.json"
+    path.write_text(json.dumps(small_clip_config()))
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        seg = build_segmenter(model_type, device="cpu", arch=SMALL_SAM if model_type == "vit_b" else None)
+        cls = build_classifier(str(path), device="cpu", background=background)
+    if raise_iou:  # as the benchmark does: no mask falls under min_mask_score
+        with torch.no_grad():
+            seg.model.mask_decoder.iou_prediction_head.layers[-1].bias += 1.0
+    return seg, cls
+
+
+def mask_iou(a, b):
+    union = np.count_nonzero(a | b)
+    return 1.0 if union == 0 else np.count_nonzero(a & b) / union
+
+
+def assert_naive_equals_core(seg, cls, frame, n):
+    """Same instances (same boxes kept), same masks, scores, classes and embeddings. Returns the count."""
+    pipeline = Pipeline(seg, cls)
+    result = pipeline.process_frames([(frame.rgb, frame.prompts(n))])[0]
+    naive = NaivePipeline(seg.model, seg.spec.package, cls.model, cls.labels, cls.crop_margin, cls.background,
+                          min_mask_score=pipeline.min_mask_score, min_area=pipeline.min_area)
+    ref = {inst.index: inst for inst in naive.process(frame.rgb, frame.boxes[:n])}
+    assert {int(inst.id[1:]) for inst in result.instances} == set(ref)
+    assert len(result.instances) + len(result.rejected) == n
+    for inst in result.instances:
+        r = ref[int(inst.id[1:])]
+        assert mask_iou(inst.mask.full(frame.rgb.shape[:2]), r.mask) >= 0.999
+        assert abs(inst.mask.iou - r.iou) < 1e-4
+        c = inst.classification
+        assert c.class_id == r.class_id
+        np.testing.assert_allclose(c.probabilities, r.probabilities, atol=1e-4)
+        assert float(np.dot(c.embedding, r.embedding)) > 0.9999
+    return len(ref)
+
+
+@pytest.mark.parametrize("background", ["gray", "keep", "blur"])
+def test_naive_baseline_equals_pipeline(tmp_path, background):
+    seg, cls = small_models(tmp_path, background=background)
+    frame = make_frames(1, 6, HW, seed=1)[0]
+    assert assert_naive_equals_core(seg, cls, frame, 6) == 6
+
+
+def test_naive_baseline_rejects_what_the_pipeline_rejects(tmp_path):
+    """Stock random weights predict IoUs around 0: the masks under min_mask_score are the same."""
+    seg, cls = small_models(tmp_path, raise_iou=False)
+    frame = make_frames(1, 8, HW, seed=1)[0]
+    assert 0 < assert_naive_equals_core(seg, cls, frame, 8) < 8
+
+
+@pytest.mark.slow
+def test_naive_baseline_equals_pipeline_with_mobile_sam(tmp_path):
+    """The benchmark's own segmenter (MobileSAM vit_t, TinyViT encoder, mobile_sam's SamPredictor)."""
+    seg, cls = small_models(tmp_path, model_type="vit_t")
+    frame = make_frames(1, 4, (360, 640), seed=2)[0]
+    assert assert_naive_equals_core(seg, cls, frame, 4) == 4
+
+
+def test_floor_decoder_is_the_pipelines_decoder(tmp_path):
+    """The floor decodes what the segmenter decodes, whatever the chunk size, from the same prompts."""
+    seg, cls = small_models(tmp_path)
+    frame = make_frames(1, 5, HW, seed=3)[0]
+    floor = Floor(seg.model, cls.model, seg.device, seg.dtype, cls.dtype, cls.batch_size, Clock(seg.device))
+    enc = seg.encode([frame.rgb])[0]
+    coords, labels, boxes = seg._prompt_tensors([box_point_prompt(b) for b in frame.boxes[:5]], enc)
+    own = floor.prompt_tensors(frame.boxes[:5], HW)
+    torch.testing.assert_close(own[0], coords, atol=0.5, rtol=0)  # the same points up to resize rounding
+    torch.testing.assert_close(own[2], boxes, atol=0.5, rtol=0)
+    reference, _ = seg.predict_logits(enc, coords, labels, boxes, mode="single")
+    for chunk in chunk_candidates(5):
+        out = floor.decoder((coords, labels, boxes), chunk, embedding=enc.features)()
+        assert [len(m) for m, _ in out] == [min(chunk, 5 - s) for s in range(0, 5, chunk)]
+        torch.testing.assert_close(torch.cat([m[:, :1] for m, _ in out]), reference, atol=1e-4, rtol=1e-4)
+    assert chunk_candidates(5) == [1, 2, 4, 5] and chunk_candidates(1) == [1]
+
+
+def test_model_timers_see_every_model_call(tmp_path):
+    """One encoder call for two cameras (cross-camera batching), no text-encoder call once the text
+    features are cached, one decoder call per prompt at chunk size 1, and the wrappers come off."""
+    seg, cls = small_models(tmp_path)
+    pipeline = Pipeline(seg, cls)
+    frames = make_frames(2, 3, HW, seed=4)
+    items = [(f.rgb, f.prompts(3)) for f in frames]
+    seg.chunk_size = 1
+    with bench_modes.model_time(seg, cls, Clock(seg.device)) as mt:
+        pipeline.process_frames(items)
+        first = dict(mt.calls)
+        mt.reset()
+        pipeline.process_frames(items)
+        second = dict(mt.calls)
+    assert first["clip_text"] == 1 and "clip_text" not in second
+    assert second["sam_image_encoder"] == 1
+    assert second["sam_mask_decoder"] == second["sam_prompt_encoder"] == 6
+    assert second["clip_image"] == 2  # each frame's 3 crops in one batch
+    assert all(v > 0 for v in mt.seconds.values())
+    for module in (seg.model.image_encoder, seg.model.mask_decoder, cls.model.visual, cls.model.bert):
+        assert "forward" not in vars(module) and "predict_masks" not in vars(module)
+
+
+class StepClock(Clock):
+    """Each reading advances 0.5 s: measure()'s repeat logic without real time."""
+
+    def __init__(self):
+        super().__init__(torch.device("cpu"))
+        self.t = 0.0
+
+    def now(self):
+        self.t += 0.5
+        return self.t
+
+
+def test_measure_repeat_bounds_and_budget():
+    calls = []
+    clock = StepClock()
+    s = measure(lambda: calls.append(1) or len(calls), clock, repeats=5, warmup=2)
+    assert len(calls) == 7 and s.seconds == [0.5] * 5 and s.extras == [3, 4, 5, 6, 7] and s.median == 0.5
+    s = measure(lambda: None, clock, repeats=5, min_repeats=2, budget_s=1.2)
+    assert len(s.seconds) == 2  # a third 0.5 s call would pass 1.2 s; the minimum still holds
+    s = measure(lambda: None, clock, repeats=5, min_repeats=1, budget_s=1.6)
+    assert len(s.seconds) == 3
+    s = measure(lambda: None, clock, repeats=5, min_repeats=3, budget_s=0.4)
+    assert len(s.seconds) == 1  # one call alone is over the budget
+
+
+def test_frames_are_deterministic_and_hold_enough_boxes(tmp_path):
+    a, b = make_frames(2, 40, HW, seed=5), make_frames(2, 40, HW, seed=5)
+    for fa, fb in zip(a, b):
+        assert np.array_equal(fa.rgb, fb.rgb) and np.array_equal(fa.boxes, fb.boxes)
+        assert len(fa.boxes) >= 40 and fa.rgb.shape == (*HW, 3)
+        x0, y0, x1, y1 = fa.boxes.T
+        assert np.all((x0 >= 0) & (y0 >= 0) & (x1 <= HW[1]) & (y1 <= HW[0]) & (x1 > x0) & (y1 > y0))
+    assert not np.array_equal(a[0].rgb, a[1].rgb)
+    back = load_frames(save_frames(tmp_path / "f.npz", a))
+    assert all(np.array_equal(x.rgb, y.rgb) and np.array_equal(x.boxes, y.boxes) for x, y in zip(a, back))
+    with pytest.raises(ValueError, match="boxes"):
+        a[0].prompts(len(a[0].boxes) + 1)
+
+
+def test_node_parameters_pass_the_nodes_validation(tmp_path):
+    from scrap_perception.ros import params
+
+    args = argparse.Namespace(segmenter="vit_b", arch=SMALL_SAM, precision="bf16", quick=True, classifier="x",
+                              chunk_size=None, seed=0)
+    models = bench_modes.Models(args, torch.device("cpu"), Clock("cpu"), tmp_path)
+    values = params.validate(bench_modes.node_params(args, models, tmp_path / "s.pth", tmp_path / "c.pt"))
+    assert values["segmenter.precision"] == "bf16" and values["classifier.model"].endswith("small_clip.json")
+    assert json.loads(values["segmenter.arch"]) == SMALL_SAM
+
+
+def parser():
+    p = argparse.ArgumentParser()
+    bench.register(p.add_subparsers())
+    return p
+
+
+def test_bad_options_give_a_message_not_a_traceback(capsys):
+    args = parser().parse_args(["bench", "--device", "cpu", "--precision", "fp16"])
+    assert args.func(args) == 2
+    assert "fp16 needs a CUDA device" in capsys.readouterr().err
+    with pytest.raises(SystemExit):
+        parser().parse_args(["bench", "--boxes", "0,5"])
+
+
+def run_quick(tmp_path, capsys, *extra, min_iou=0.999):
+    """A --quick run of the CLI's entry point; checks its outputs. min_iou: naive vs core masks (bf16
+    rounds the naive path's full-resolution upsampling, which the pipeline does in float32)."""
+    out = tmp_path / "bench"
+    code = bench.main(["--quick", "--out", str(out), *extra])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err[-3000:]
+    report = json.loads((out / "bench.json").read_text())
+    assert (out / "bench.png").stat().st_size > 0
+    assert "| cameras | N |" in (out / "bench.md").read_text() and "core/floor" in printed.out
+    assert [(r["cameras"], r["boxes"]) for r in report["results"]] == [(1, 1), (1, 3), (2, 1), (2, 3)]
+    (out / "bench.md").unlink()
+    assert bench.main(["--render", str(out)]) == 0  # the report again from bench.json alone
+    assert "| cameras | N |" in (out / "bench.md").read_text() and "core/floor" in capsys.readouterr().out
+    for r in report["results"]:
+        assert r["instances"] == r["boxes"] * r["cameras"]
+        assert r["naive_vs_core"]["mask_iou_min"] >= min_iou and r["naive_vs_core"]["class_agreement"] == 1.0
+        assert r["naive_vs_core"]["instances"] == r["instances"] and r["naive_vs_core"]["unmatched"] == 0
+        assert r["core_model_calls"]["sam_image_encoder"] == 1 and "clip_text" not in r["core_model_calls"]
+        for key in ("core_over_floor", "core_over_model", "naive_over_core"):
+            assert np.isfinite(r["ratios"][key]) and r["ratios"][key] > 0
+        assert r["ratios"]["core_over_model"] >= 1.0  # the calls contain the model time they report
+    return report
+
+
+def test_quick_bench_cli_in_process_modes(tmp_path, capsys):
+    report = run_quick(tmp_path, capsys, "--modes", "floor,core,naive", "--precision", "bf16", min_iou=0.98)
+    assert report["ros_skipped"] is None and report["ros_conversions"] is None
+    assert report["settings"]["precision"] == "bf16"
+    assert set(report["post_model_stages"]) == {"masks", "frame_sized", "box_sized"}
+
+
+@pytest.mark.ros
+@pytest.mark.slow
+def test_quick_bench_cli_end_to_end_through_dds(tmp_path, capsys):
+    from scrap_perception.tools.bench_ros import unavailable_reason
+
+    if unavailable_reason():
+        pytest.skip(unavailable_reason())
+    report = run_quick(tmp_path, capsys)
+    for r in report["results"]:
+        assert r["ros"]["missed"] == 0 and r["ros"]["instances_equal_core"]
+        assert len(r["ros"]["samples_s"]) >= 1 and np.isfinite(r["ratios"]["ros_over_floor"])
+    conv = report["ros_conversions"]
+    assert conv["array_instances"] == 20 and conv["image_to_rgb_is_view"]
+    assert report["memory"]["ros_node"]["peak_rss_mb"] > 0
