@@ -61,16 +61,28 @@ class Pipeline:
         return self.process_frames([(rgb, detections)])[0].instances
 
     def process_frames(self, frames: Sequence[tuple[np.ndarray, Sequence[Prompt]]]) -> list[FrameResult]:
-        """Several frames (e.g. one per camera): encoded in one batch, then decoded frame by frame."""
+        """Several frames (e.g. one per camera): encoded together (``encoder_batch`` images per call),
+        decoded frame by frame, and the masks of all frames classified in shared CN-CLIP batches.
+        Timings are per frame: a shared stage's time split evenly."""
+        if not frames:
+            return []
+        share = 1.0 / len(frames)
         t0 = time.perf_counter()
-        encoded = self.segmenter.encode([rgb for rgb, _ in frames]) if frames else []
-        encode_s = (time.perf_counter() - t0) / max(len(frames), 1)
-        results = []
-        for (rgb, detections), enc in zip(frames, encoded):
-            result = self._decode_and_classify(rgb, detections, enc)
-            result.timings["encode"] = encode_s
-            results.append(result)
-        return results
+        encoded = self.segmenter.encode([rgb for rgb, _ in frames])
+        t1 = time.perf_counter()
+        decoded = [self._decode(rgb, detections, enc) for (rgb, detections), enc in zip(frames, encoded)]
+        t2 = time.perf_counter()
+        todo = [f for f, (_, good) in enumerate(decoded) if good]
+        classes = dict(zip(todo, self.classifier.classify_frames(
+            [(frames[f][0], [m for _, _, m in decoded[f][1]]) for f in todo])))
+        t3 = time.perf_counter()
+        out = []
+        for f, (result, good) in enumerate(decoded):
+            result.instances = [Instance(p.id or self._new_id(), p, m, c)
+                                for (_, p, m), c in zip(good, classes.get(f, []))]
+            result.timings.update(encode=(t1 - t0) * share, classify=(t3 - t2) * share)
+            out.append(result)
+        return out
 
     def prepare(self, detections: Sequence[Prompt], image_hw: tuple[int, int]
                 ) -> tuple[list[tuple[int, Prompt]], list[tuple[int, str]]]:
@@ -88,12 +100,12 @@ class Pipeline:
                 rejected.append((i, str(e)))
         return kept, rejected
 
-    def _decode_and_classify(self, rgb: np.ndarray, detections: Sequence[Prompt],
-                             encoded: EncodedImage) -> FrameResult:
+    def _decode(self, rgb: np.ndarray, detections: Sequence[Prompt], encoded: EncodedImage
+                ) -> tuple[FrameResult, list[tuple[int, Prompt, InstanceMask]]]:
+        """The frame's result without instances yet, and its masks that pass the thresholds."""
         kept, rejected = self.prepare(detections, rgb.shape[:2])
         t0 = time.perf_counter()
         masks = self.segmenter.segment([p for _, p in kept], encoded=encoded) if kept else []
-        t1 = time.perf_counter()
         good = []
         for (i, p), m in zip(kept, masks):
             if m.area == 0 or m.area < self.min_area:
@@ -102,11 +114,8 @@ class Pipeline:
                 rejected.append((i, f"mask score {m.iou:.3f} under min_mask_score {self.min_mask_score}"))
             else:
                 good.append((i, p, m))
-        classes = self.classifier.classify(rgb, [m for _, _, m in good]) if good else []
-        t2 = time.perf_counter()
-        instances = [Instance(p.id or self._new_id(), p, m, c) for (_, p, m), c in zip(good, classes)]
         rejected.sort()
-        return FrameResult(instances, rejected, {"decode": t1 - t0, "classify": t2 - t1})
+        return FrameResult([], rejected, {"decode": time.perf_counter() - t0}), good
 
     def _new_id(self) -> str:
         return f"{self._id_prefix}-{next(self._ids)}"

@@ -17,7 +17,7 @@ from scrap_perception.segmentation import build_segmenter
 from scrap_perception.tools import bench, bench_modes
 from scrap_perception.tools.bench_floor import Floor, chunk_candidates
 from scrap_perception.tools.bench_frames import load_frames, make_frames, save_frames
-from scrap_perception.tools.bench_timing import Clock, measure
+from scrap_perception.tools.bench_timing import Clock, measure, measure_interleaved
 from scrap_perception.tools.naive import NaivePipeline
 
 SMALL_SAM = {"embed_dim": 96, "depth": 2, "num_heads": 2, "global_attn_indexes": [1], "image_size": 256}
@@ -103,24 +103,33 @@ def test_floor_decoder_is_the_pipelines_decoder(tmp_path):
     assert chunk_candidates(5) == [1, 2, 4, 5] and chunk_candidates(1) == [1]
 
 
-def test_model_timers_see_every_model_call(tmp_path):
-    """One encoder call for two cameras (cross-camera batching), no text-encoder call once the text
-    features are cached, one decoder call per prompt at chunk size 1, and the wrappers come off."""
+@pytest.mark.parametrize("encoder_batch", [1, 2])
+def test_model_timers_see_every_model_call(tmp_path, encoder_batch):
+    """Two cameras: encoder_batch images per encoder call, no text-encoder call once the text features
+    are cached, one decoder call per prompt at chunk size 1, both frames' crops in one CN-CLIP batch,
+    and the wrappers come off."""
     seg, cls = small_models(tmp_path)
     pipeline = Pipeline(seg, cls)
     frames = make_frames(2, 3, HW, seed=4)
     items = [(f.rgb, f.prompts(3)) for f in frames]
-    seg.chunk_size = 1
+    seg.chunk_size, seg.encoder_batch = 1, encoder_batch
     with bench_modes.model_time(seg, cls, Clock(seg.device)) as mt:
         pipeline.process_frames(items)
         first = dict(mt.calls)
         mt.reset()
-        pipeline.process_frames(items)
+        results = pipeline.process_frames(items)
         second = dict(mt.calls)
     assert first["clip_text"] == 1 and "clip_text" not in second
-    assert second["sam_image_encoder"] == 1
+    assert second["sam_image_encoder"] == 2 // encoder_batch
     assert second["sam_mask_decoder"] == second["sam_prompt_encoder"] == 6
-    assert second["clip_image"] == 2  # each frame's 3 crops in one batch
+    assert second["clip_image"] == 1 and [len(r.instances) for r in results] == [3, 3]
+    # The same instances as each frame processed alone.
+    for (rgb, prompts), res in zip(items, results):
+        alone = pipeline.process(rgb, prompts)
+        assert [i.mask.roi for i in alone] == [i.mask.roi for i in res.instances]
+        for a, b in zip(alone, res.instances):
+            assert np.array_equal(a.mask.mask, b.mask.mask) and a.classification.class_id == b.classification.class_id
+            np.testing.assert_allclose(a.classification.embedding, b.classification.embedding, atol=1e-5)
     assert all(v > 0 for v in mt.seconds.values())
     for module in (seg.model.image_encoder, seg.model.mask_decoder, cls.model.visual, cls.model.bert):
         assert "forward" not in vars(module) and "predict_masks" not in vars(module)
@@ -149,6 +158,18 @@ def test_measure_repeat_bounds_and_budget():
     assert len(s.seconds) == 3
     s = measure(lambda: None, clock, repeats=5, min_repeats=3, budget_s=0.4)
     assert len(s.seconds) == 1  # one call alone is over the budget
+
+
+def test_interleaved_rounds_alternate_order_and_share_the_budget():
+    calls = []
+    fns = {name: (lambda name=name: calls.append(name) or len(calls)) for name in ("a", "b", "c")}
+    out = measure_interleaved(fns, StepClock(), repeats=3, warmup=1)
+    assert calls == list("abc") + list("abc") + list("cba") + list("abc")
+    assert {k: len(v.seconds) for k, v in out.items()} == {"a": 3, "b": 3, "c": 3}
+    assert out["a"].extras == [4, 9, 10] and out["c"].extras == [6, 7, 12]
+    calls.clear()
+    out = measure_interleaved(fns, StepClock(), repeats=5, min_repeats=1, budget_s=1.2)  # 1.5 s a round
+    assert len(out["b"].seconds) == 2  # the budget is per callable: 3 x 1.2 s holds two rounds
 
 
 def test_frames_are_deterministic_and_hold_enough_boxes(tmp_path):
@@ -208,7 +229,10 @@ def run_quick(tmp_path, capsys, *extra, min_iou=0.999):
         assert r["instances"] == r["boxes"] * r["cameras"]
         assert r["naive_vs_core"]["mask_iou_min"] >= min_iou and r["naive_vs_core"]["class_agreement"] == 1.0
         assert r["naive_vs_core"]["instances"] == r["instances"] and r["naive_vs_core"]["unmatched"] == 0
-        assert r["core_model_calls"]["sam_image_encoder"] == 1 and "clip_text" not in r["core_model_calls"]
+        batch = report["settings"]["segmenter_encoder_batch"]  # images per encoder call, 1 on the CPU
+        assert r["core_model_calls"]["sam_image_encoder"] == -(-r["cameras"] // batch)
+        assert r["core_model_calls"]["clip_image"] == 1 and "clip_text" not in r["core_model_calls"]
+        assert r["floor"]["encoder_batch"] in (1, r["cameras"]) and set(report["encoder_batches"]) == {"1", "2"}
         for key in ("core_over_floor", "core_over_model", "naive_over_core"):
             assert np.isfinite(r["ratios"][key]) and r["ratios"][key] > 0
         assert r["ratios"]["core_over_model"] >= 1.0  # the calls contain the model time they report
@@ -219,6 +243,8 @@ def test_quick_bench_cli_in_process_modes(tmp_path, capsys):
     report = run_quick(tmp_path, capsys, "--modes", "floor,core,naive", "--precision", "bf16", min_iou=0.98)
     assert report["ros_skipped"] is None and report["ros_conversions"] is None
     assert report["settings"]["precision"] == "bf16"
+    assert set(report["memory"]) == {"after_model_load", "core", "floor", "naive"}
+    assert all(m["peak_rss_mb"] > 0 for m in report["memory"].values())
     assert set(report["post_model_stages"]) == {"masks", "frame_sized", "box_sized"}
 
 

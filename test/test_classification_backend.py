@@ -100,6 +100,27 @@ def test_chunked_encoding_gives_the_same_results():
         np.testing.assert_allclose(a.probabilities, b.probabilities, atol=1e-5)
 
 
+def test_frames_classified_together_equal_one_by_one():
+    """classify_frames shares CN-CLIP batches across images (cameras): same results as classify per
+    image, one encoder call for all crops, empty masks still counted and left unclassified."""
+    rgb, masks = shapes_scene()
+    other = np.ascontiguousarray(rgb[::-1, ::-1])  # another camera: the same shapes elsewhere
+    flipped = [InstanceMask((rgb.shape[1] - x - w, rgb.shape[0] - y - h, w, h), m.mask[::-1, ::-1].copy(), m.iou)
+               for m in masks for x, y, w, h in [m.roi]]
+    empty = InstanceMask((0, 0, 0, 0), np.zeros((0, 0), bool), 0.5)
+    clf = CnClipClassifier(small_clip(seed=6), device="cpu", batch_size=32)
+    single = [clf.classify(rgb, masks), clf.classify(other, flipped[:2] + [empty])]
+    image = CallCounter(clf.model, "encode_image")
+    together = clf.classify_frames([(rgb, masks), (other, flipped[:2] + [empty]), (rgb, [])])
+    assert image.calls == 1 and [len(r) for r in together] == [len(masks), 3, 0]
+    assert together[1][2].class_id == UNKNOWN_ID and clf.counters["empty_mask"] == 2
+    for ours, ref in zip(together[0] + together[1][:2], single[0] + single[1][:2]):
+        assert ours.class_id == ref.class_id
+        np.testing.assert_allclose(ours.embedding, ref.embedding, atol=1e-5)
+        np.testing.assert_allclose(ours.probabilities, ref.probabilities, atol=1e-5)
+    assert NullClassifier().classify_frames([(rgb, masks[:2]), (rgb, [])])[1] == []
+
+
 def test_bf16_on_cpu_runs_and_agrees():
     rgb, masks = shapes_scene()
     model = small_clip(seed=5)

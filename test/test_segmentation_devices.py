@@ -9,7 +9,8 @@ import torch
 
 from scrap_perception.prompts import Prompt, box_point_prompt
 from scrap_perception.segmentation import build_sam_model, build_segmenter
-from scrap_perception.segmentation.devices import (default_chunk_size, resolve_device, resolve_precision)
+from scrap_perception.segmentation.devices import (default_chunk_size, default_encoder_batch, resolve_device,
+                                                   resolve_precision)
 
 from segmentation_helpers import SMALL_VIT, mask_iou, random_checkpoint, scene
 
@@ -37,7 +38,7 @@ def test_precisions():
         resolve_precision("fp16", cpu, "sam:vit_b")  # no warning for the other models
 
 
-def test_chunk_size_defaults_and_validation(tmp_path):
+def test_chunk_size_and_encoder_batch_defaults_and_validation(tmp_path):
     assert default_chunk_size(torch.device("cpu")) == 1
     assert default_chunk_size(torch.device("cuda")) == 64
     random_checkpoint(lambda: build_sam_model("vit_b", SMALL_VIT), tmp_path / "s.pth")
@@ -46,6 +47,12 @@ def test_chunk_size_defaults_and_validation(tmp_path):
     assert build_segmenter("vit_b", tmp_path / "s.pth", arch=SMALL_VIT, device="cpu", chunk_size=8).chunk_size == 8
     with pytest.raises(ValueError, match="chunk_size"):
         build_segmenter("vit_b", tmp_path / "s.pth", arch=SMALL_VIT, device="cpu", chunk_size=-2)
+    assert default_encoder_batch(torch.device("cpu")) == 1 and default_encoder_batch(torch.device("cuda")) == 8
+    assert seg.encoder_batch == 1
+    four = build_segmenter("vit_b", tmp_path / "s.pth", arch=SMALL_VIT, device="cpu", encoder_batch=4)
+    assert four.encoder_batch == 4
+    with pytest.raises(ValueError, match="encoder_batch"):
+        build_segmenter("vit_b", tmp_path / "s.pth", arch=SMALL_VIT, device="cpu", encoder_batch=-1)
 
 
 @pytest.fixture(scope="module")

@@ -56,7 +56,8 @@ class Case:
             self.ref_model.load_state_dict(torch.load(self.checkpoint, weights_only=True))
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # a checkpoint is given: no random-weights warning
-            self.seg = build_segmenter(cfg["model_type"], checkpoint=self.checkpoint, arch=cfg["arch"], device="cpu")
+            self.seg = build_segmenter(cfg["model_type"], checkpoint=self.checkpoint, arch=cfg["arch"], device="cpu",
+                                       encoder_batch=len(IMAGE_SIZES))
         self.predictor = self.package.SamPredictor(self.ref_model)
         self.images = [scene(hw, seed=i) for i, hw in enumerate(IMAGE_SIZES)]
         self.prompts = [prompt_set(hw, seed=10 + i) for i, hw in enumerate(IMAGE_SIZES)]
@@ -116,6 +117,20 @@ def test_batched_encoding_equals_reference_features(case, i):
     assert enc.original_hw == IMAGE_SIZES[i]
     assert enc.input_hw == case.predictor.input_size
     torch.testing.assert_close(enc.features, ref["features"], atol=1e-4, rtol=1e-4)
+
+
+def test_encoder_batch_size_does_not_change_features(case):
+    """Images encoded one per call (the CPU default) or two per call equal the all-in-one batch."""
+    batched = [e.features for e in case.encoded]
+    for size in (1, 2):
+        case.seg.encoder_batch = size
+        try:
+            encoded = case.seg.encode(case.images)
+        finally:
+            case.seg.encoder_batch = len(IMAGE_SIZES)
+        assert [e.input_hw for e in encoded] == [e.input_hw for e in case.encoded]
+        for ours, ref in zip(encoded, batched):
+            torch.testing.assert_close(ours.features, ref, atol=1e-5, rtol=1e-5)
 
 
 @pytest.mark.parametrize("i", range(len(IMAGE_SIZES)), ids=[f"{h}x{w}" for h, w in IMAGE_SIZES])

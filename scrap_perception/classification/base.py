@@ -35,6 +35,12 @@ class Classifier(ABC):
     def classify(self, rgb: np.ndarray, masks: Sequence[InstanceMask]) -> list[Classification]:
         """One Classification per mask of the RGB uint8 (H, W, 3) image, in order."""
 
+    def classify_frames(self, frames: Sequence[tuple[np.ndarray, Sequence[InstanceMask]]]
+                        ) -> list[list[Classification]]:
+        """``classify`` of several (image, masks) pairs (e.g. one per camera); backends that batch
+        across images override it."""
+        return [self.classify(rgb, masks) for rgb, masks in frames]
+
 
 class NullClassifier(Classifier):
     """No classifier configured: every instance is UNKNOWN with empty scores."""

@@ -98,22 +98,30 @@ class CnClipClassifier(Classifier):
         Masks without pixels come back unclassified (and are counted); a wrong image or a mask outside
         it raises ValueError.
         """
-        keep = [i for i, m in enumerate(masks) if m.roi[2] > 0 and m.roi[3] > 0 and m.mask.any()]
-        if len(keep) < len(masks):
-            self.counters["empty_mask"] += len(masks) - len(keep)
-            log.warning("%s: %d empty mask(s) left unclassified", self.name, len(masks) - len(keep))
-        results = [unclassified() for _ in masks]
-        if not keep:
+        return self.classify_frames([(rgb, masks)])[0]
+
+    def classify_frames(self, frames: Sequence[tuple[np.ndarray, Sequence[InstanceMask]]]
+                        ) -> list[list[Classification]]:
+        """``classify`` of several (image, masks) pairs, the crops of all images encoded in shared batches."""
+        results = [[unclassified() for _ in masks] for _, masks in frames]
+        crops, owners = [], []  # owners[k] = (frame, mask index) of crops[k]
+        for f, (rgb, masks) in enumerate(frames):
+            keep = [i for i, m in enumerate(masks) if m.roi[2] > 0 and m.roi[3] > 0 and m.mask.any()]
+            if len(keep) < len(masks):
+                self.counters["empty_mask"] += len(masks) - len(keep)
+                log.warning("%s: %d empty mask(s) left unclassified", self.name, len(masks) - len(keep))
+            crops += crop_images(rgb, [masks[i] for i in keep], self.crop_margin, self.background)
+            owners += [(f, i) for i in keep]
+        if not crops:
             return results
         text = self.text_features()
-        crops = crop_images(rgb, [masks[i] for i in keep], self.crop_margin, self.background)
-        for start in range(0, len(keep), self.batch_size):
+        for start in range(0, len(crops), self.batch_size):
             # Prepared chunk by chunk so the resize buffers stay bounded for any number of masks.
             chunk = normalize(resize_crops(crops[start:start + self.batch_size], self.resolution, self.device))
             emb = self.encode(chunk)
             probs = torch.softmax(self.model.logit_scale.detach().float().exp() * emb @ text.T, dim=-1)
-            for i, e, p in zip(keep[start:start + self.batch_size], emb.cpu().numpy(), probs.cpu().numpy()):
-                results[i] = self._result(p, e)
+            for (f, i), e, p in zip(owners[start:start + self.batch_size], emb.cpu().numpy(), probs.cpu().numpy()):
+                results[f][i] = self._result(p, e)
         return results
 
     def _result(self, probs: np.ndarray, embedding: np.ndarray) -> Classification:

@@ -111,15 +111,20 @@ def crop_images(rgb: np.ndarray, masks: Sequence[InstanceMask], margin: float = 
     out = []
     for m in masks:
         cx, cy, cw, ch = crop_box(m.roi, margin, rgb.shape[:2])
-        crop = rgb[cy:cy + ch, cx:cx + cw].copy()
-        if policy is not None:
-            x, y, w, h = m.roi
-            outside = np.ones((ch, cw), bool)
-            outside[y - cy:y - cy + h, x - cx:x - cx + w] = ~m.mask
-            if policy == "blur":
-                crop[outside] = cv2.GaussianBlur(crop, (0, 0), blur_sigma((ch, cw)))[outside]
-            else:
-                crop[outside] = policy
+        source = rgb[cy:cy + ch, cx:cx + cw]
+        if policy is None:
+            out.append(source.copy())
+            continue
+        if policy == "blur":
+            crop = cv2.GaussianBlur(source, (0, 0), blur_sigma((ch, cw)))
+        else:
+            # A whole row of the colour per assignment: broadcasting the (3,) colour is ~50x slower.
+            crop = np.empty((ch, cw, 3), np.uint8)
+            crop.reshape(ch, cw * 3)[:] = np.tile(np.asarray(policy, np.uint8), cw)
+        x, y, w, h = m.roi
+        # The mask's pixels from the image; cv2.copyTo is ~70x faster than boolean indexing.
+        cv2.copyTo(rgb[y:y + h, x:x + w], np.ascontiguousarray(m.mask, bool).view(np.uint8),
+                   crop[y - cy:y - cy + h, x - cx:x - cx + w])
         out.append(crop)
     return out
 

@@ -67,7 +67,8 @@ def build_pipeline(p: Mapping[str, Any]) -> Pipeline:
         segmenter = build_segmenter(
             model_type, checkpoint=sam_ckpt, device=p["segmenter.device"],
             precision=p["segmenter.precision"], decoder_checkpoint=decoder_ckpt,
-            chunk_size=p["segmenter.chunk_size"] or None, multimask=p["segmenter.multimask"],
+            chunk_size=p["segmenter.chunk_size"] or None, encoder_batch=p["segmenter.encoder_batch"] or None,
+            multimask=p["segmenter.multimask"],
             arch=json.loads(p["segmenter.arch"]) if p["segmenter.arch"].strip() else None)
     except ValueError as e:  # the builder's message says which value; say which parameters
         raise ParamError(f"segmenter.*: {e}") from None

@@ -175,6 +175,10 @@ PERCEPTION_PARAMS: tuple[ParamSpec, ...] = (
               "Prompts decoded per mask-decoder call (decoder batch size); 0 = the device's default (1 on CPU, "
               "64 on CUDA).",
               range=(0, 4096)),
+    ParamSpec("segmenter.encoder_batch", 0, "int",
+              "Camera images per image-encoder call (encoder batch size); 0 = the device's default (1 on CPU, "
+              "where batching is slower per image; 8 on CUDA).",
+              range=(0, 64)),
     ParamSpec("segmenter.multimask", "auto", "string",
               "Which decoder output becomes the mask: auto (single mask for box prompts, best of SAM's three "
               "for a lone point, as SamPredictor), single, or best (highest predicted IoU of the three).",

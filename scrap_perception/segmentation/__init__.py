@@ -21,13 +21,15 @@ __all__ = ["build_segmenter", "build_sam_model", "describe_state", "register_mod
 def build_segmenter(model_type: str, checkpoint: Optional[str | os.PathLike] = None, device: str = "auto",
                     precision: str = "fp32", decoder_checkpoint: Optional[str | os.PathLike] = None,
                     chunk_size: Optional[int] = None, arch: Optional[Mapping] = None,
-                    hq_token_only: bool = False, multimask: str = "auto") -> Segmenter:
+                    hq_token_only: bool = False, multimask: str = "auto",
+                    encoder_batch: Optional[int] = None) -> Segmenter:
     """A segmenter for ``model_type``: 'vit_b' | 'vit_l' | 'vit_h' (SAM), 'vit_t' | 'mobile_sam:vit_t'
     (MobileSAM), 'hq:vit_b' | 'hq:vit_l' | 'hq:vit_h' | 'hq:vit_tiny' (SAM-HQ), or 'grabcut' (no weights).
 
     checkpoint: a full model checkpoint (None: random weights, with a warning); decoder_checkpoint: a
     fine-tuned mask decoder replacing the stock one; device: 'auto' | 'cpu' | 'cuda[:n]'; precision:
     'fp32' | 'bf16' | 'fp16'; chunk_size: prompts per decoder call (None: per-device default);
+    encoder_batch: images per image-encoder call when several are encoded (None: per-device default);
     arch: encoder size overrides for small models (registry.VIT_ARCH / TINY_VIT_ARCH keys);
     hq_token_only: SAM-HQ returns its HQ-token mask alone instead of adding it to SAM's mask.
     multimask: 'auto' (single mask for boxes and point sets, best of three for one point), 'single' or 'best'.
@@ -43,4 +45,5 @@ def build_segmenter(model_type: str, checkpoint: Optional[str | os.PathLike] = N
     dev = resolve_device(device)
     dtype = resolve_precision(precision, dev, spec.name)
     model = load_model(spec, checkpoint, decoder_checkpoint, arch, dev)
-    return SamSegmenter(model, spec, dev, dtype, chunk_size, hq_token_only=hq_token_only, multimask=multimask)
+    return SamSegmenter(model, spec, dev, dtype, chunk_size, hq_token_only=hq_token_only, multimask=multimask,
+                        encoder_batch=encoder_batch)

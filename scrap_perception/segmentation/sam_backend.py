@@ -25,7 +25,7 @@ from ..masks import InstanceMask
 from ..prompts import Prompt, box_point_prompt
 from .base import EncodedImage, Segmenter
 from .checks import check_image, check_prompts
-from .devices import autocast, default_chunk_size
+from .devices import autocast, default_chunk_size, default_encoder_batch
 from .postprocess import RoiUpsampler, instance_masks
 from .registry import ModelSpec
 
@@ -35,11 +35,13 @@ MULTIMASK = slice(1, 4)  # tokens 1..3 are the multimask outputs, token 0 the si
 
 class SamSegmenter(Segmenter):
     """model: the package's ``Sam`` (on ``device``); dtype: float32, or bf16/fp16 run under autocast;
-    chunk_size: prompts per decoder call (None: the device's default); hq_token_only: SAM-HQ only."""
+    chunk_size: prompts per decoder call (None: the device's default); encoder_batch: images per
+    image-encoder call (None: the device's default); hq_token_only: SAM-HQ only."""
 
     def __init__(self, model: torch.nn.Module, spec: ModelSpec, device: torch.device,
                  dtype: torch.dtype = torch.float32, chunk_size: Optional[int] = None,
-                 hq_token_only: bool = False, multimask: str = "auto") -> None:
+                 hq_token_only: bool = False, multimask: str = "auto",
+                 encoder_batch: Optional[int] = None) -> None:
         super().__init__()
         if multimask not in MULTIMASK_CHOICES:
             raise ValueError(f"multimask must be one of {MULTIMASK_CHOICES}, not {multimask!r}")
@@ -52,6 +54,9 @@ class SamSegmenter(Segmenter):
         self.chunk_size = int(chunk_size or default_chunk_size(device))
         if self.chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, not {chunk_size}")
+        self.encoder_batch = int(encoder_batch or default_encoder_batch(device))
+        if self.encoder_batch < 1:
+            raise ValueError(f"encoder_batch must be >= 1, not {encoder_batch}")
         self.hq = spec.hq
         if hq_token_only and not self.hq:
             raise ValueError(f"hq_token_only applies to SAM-HQ model types, not {spec.name}")
@@ -66,21 +71,27 @@ class SamSegmenter(Segmenter):
 
     # ---------------------------------------------------------------- encoding
     def encode(self, images: Sequence[np.ndarray]) -> list[EncodedImage]:
-        """RGB uint8 (H, W, 3) images -> one EncodedImage each, from a single encoder call.
+        """RGB uint8 (H, W, 3) images -> one EncodedImage each, ``encoder_batch`` images per encoder call.
 
         Each image is resized (long side = image_size, as ResizeLongestSide), normalised and padded to
         a square; features: (1, 256, S/16, S/16); SAM-HQ keeps the early features in extra['interm'].
         """
-        if not len(images):
-            return []
         s = self.image_size
-        batch = torch.zeros((len(images), 3, s, s), dtype=torch.float32, device=self.device)
-        sizes = []
-        for i, rgb in enumerate(images):
+        for i, rgb in enumerate(images):  # every image checked before any is encoded
             check_image(rgb, i)
             if min(self.transform.get_preprocess_shape(rgb.shape[0], rgb.shape[1], s)) < 1:
                 raise ValueError(f"image {i}: {rgb.shape[1]}x{rgb.shape[0]} is too elongated for the model's "
                                  f"{s}-pixel input (its short side would shrink to 0 pixels)")
+        out: list[EncodedImage] = []
+        for start in range(0, len(images), self.encoder_batch):
+            out += self._encode_batch(images[start:start + self.encoder_batch])
+        return out
+
+    def _encode_batch(self, images: Sequence[np.ndarray]) -> list[EncodedImage]:
+        s = self.image_size
+        batch = torch.zeros((len(images), 3, s, s), dtype=torch.float32, device=self.device)
+        sizes = []
+        for i, rgb in enumerate(images):
             resized = self.transform.apply_image(rgb)
             h, w = resized.shape[:2]
             batch[i, :, :h, :w] = torch.as_tensor(resized, device=self.device).permute(2, 0, 1)

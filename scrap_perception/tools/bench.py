@@ -2,16 +2,17 @@
 
 For N boxes per frame and C cameras (synthetic 1280x720 scrap scenes, see bench_frames), each the
 median of repeats after warm-up:
-- floor: the bare model forwards (bench_floor): image encoder, mask decoder at the best chunk size,
-  CN-CLIP encode_image of the crops the pipeline classifies;
+- floor: the bare model forwards (bench_floor): image encoder at the best encoder batch, mask decoder
+  at the best chunk size, CN-CLIP encode_image of the crops the pipeline classifies;
 - core: ``Pipeline.process_frames`` in this process (= ``Pipeline.process`` for one camera);
 - naive: the same models driven as a user would from the paper (naive.py);
 - ros: end to end through DDS (bench_ros): a publisher process -> the perception node -> back.
 It reports core/floor, ros/floor, naive/core, frames per second, peak memory, the ROS conversion costs
 and the share of every non-model stage of the frame, and writes ``bench.json``, ``bench.md`` and
-``bench.png`` to ``out/bench/<timestamp>/``. core/floor compares two runs, so on a busy machine it
-carries their difference; core/model (the core's time over the model time inside the same calls,
-timed by wrappers on the model forwards) does not.
+``bench.png`` to ``out/bench/<timestamp>/``. Floor, core and naive run interleaved, call by call
+(core, floor, naive, then naive, floor, core, ...), so a drift of the machine's speed falls on all three;
+ros runs afterwards. core/floor still compares different calls; core/model (the core's time over the
+model time inside the same calls, timed by wrappers on the model forwards) does not.
 
 Weights are random (seeded; model time does not depend on their values) with one change: the IoU head's
 output bias is raised by 1 so no mask falls under ``min_mask_score`` and every box is classified, as
@@ -192,10 +193,9 @@ def bench(args: argparse.Namespace) -> Path:
     frames = make_frames(max(args.cameras), max(args.boxes), args.image_size, args.seed)
     rss_models = memory.read()
     b = Bench(args, models, frames, clock, memory)
-    for mode in ("core", "floor", "naive"):  # core first: floor needs its mask counts, naive its outputs
-        if mode == "core" or mode in args.modes:
-            print(f"bench: {mode}", file=sys.stderr)
-            b.run_mode(mode, args.naive_cameras if mode == "naive" else args.cameras)
+    print("bench: " + ", ".join(m for m in MODES if m == "core" or (m in args.modes and m != "ros"))
+          + " (interleaved)", file=sys.stderr)
+    b.run(args.modes)
     stages = _stages(b, args)
     ros_skipped = None
     if "ros" in args.modes:
@@ -206,18 +206,18 @@ def bench(args: argparse.Namespace) -> Path:
             ros_skipped = f"failed: {e}"
         if ros_skipped:
             print(f"bench: ROS part skipped: {ros_skipped}", file=sys.stderr)
-    for r in b.results.values():
-        r.pop("_core_results", None)
     settings = {k: v for k, v in vars(args).items() if not callable(v) and k != "out"}
     settings.update(device=str(device), image_hw=list(args.image_size), segmenter_name=models.segmenter.name,
                     classifier_name=models.classifier.name, segmenter_chunk_size=models.segmenter.chunk_size,
+                    segmenter_encoder_batch=models.segmenter.encoder_batch,
                     classifier_batch_size=models.classifier.batch_size,
                     weights="random (seeded); IoU head bias +1 so every box is classified")
     report = {
         "started": started, "machine": machine(),
         "load_average": {"start": [round(v, 2) for v in load_start], "end": [round(v, 2) for v in os.getloadavg()]},
         "settings": settings, "summary": summarise(b.results, b.ros_conversions),
-        "results": list(b.results.values()), "decoder_chunks": b.chunks, "post_model_stages": stages,
+        "results": list(b.results.values()), "decoder_chunks": b.chunks, "encoder_batches": b.encoder_batches,
+        "post_model_stages": stages,
         "memory": {"after_model_load": rss_models, **b.memory_by_mode},
         "ros_conversions": b.ros_conversions, "ros_skipped": ros_skipped,
     }

@@ -1,6 +1,7 @@
 """The floor of a frame: the bare model forwards and nothing else.
 
-- encoder: ``image_encoder`` on an already normalised, padded (B, 3, S, S) tensor (B = cameras);
+- encoder: ``image_encoder`` on already normalised, padded (B, 3, S, S) tensors, the C cameras' images
+  B at a time, B the fastest of one at a time and all at once (measured);
 - decoder: ``prompt_encoder`` + ``mask_decoder.predict_masks`` for N box+point prompts already in the
   model's input frame, in chunks of the best chunk size for this device and N (measured);
 - CN-CLIP: ``encode_image`` of K (B, 3, R, R) crops already resized and normalised, in batches of the
@@ -12,7 +13,7 @@ values. Text features are excluded: the pipeline computes them once, not per fra
 """
 from __future__ import annotations
 
-from typing import Callable, Sequence
+from typing import Callable, Optional, Sequence
 
 import numpy as np
 import torch
@@ -47,15 +48,25 @@ class Floor:
     def _randn(self, *shape: int) -> torch.Tensor:
         return torch.randn(*shape, generator=self.gen).to(self.device)
 
-    def encoder(self, images: int) -> Callable[[], torch.Tensor]:
+    def encoder(self, images: int, batch: Optional[int] = None) -> Callable[[], torch.Tensor]:
+        """Encodes ``images`` images ``batch`` per call (default all in one); returns the last call's features."""
         x = self._randn(images, 3, self.image_size, self.image_size)
+        batch = batch or images
 
         def run() -> torch.Tensor:
             with torch.inference_mode(), autocast(self.device, self.dtype):
-                out = self.sam.image_encoder(x)
+                for s in range(0, images, batch):
+                    out = self.sam.image_encoder(x[s:s + batch])
             return out[0] if isinstance(out, (tuple, list)) else out
 
         return run
+
+    def best_encoder_batch(self, images: int, repeats: int = 1) -> tuple[int, dict[int, float]]:
+        """The faster of encoding ``images`` images one per call and all in one call (median of
+        ``repeats`` after one warm-up each)."""
+        timings = {b: measure(self.encoder(images, b), self.clock, repeats, warmup=1).median
+                   for b in sorted({1, images})}
+        return min(timings, key=timings.get), timings
 
     def prompt_tensors(self, boxes: np.ndarray, image_hw: tuple[int, int]) -> tuple[torch.Tensor, ...]:
         """Box+point (S6) prompts of pixel ``boxes`` (N, 4) scaled to the model's input frame."""
@@ -102,11 +113,11 @@ class Floor:
 
         return run
 
-    def frame(self, images: int, prompts: Sequence[Sequence[torch.Tensor]], chunk: int,
-              crops: int) -> Callable[[], dict[str, float]]:
-        """The floor of a frame set: encoder on ``images`` images, the decoder on each camera's prompts,
-        CN-CLIP on ``crops`` crops. The callable returns the seconds of each part."""
-        enc, clip = self.encoder(images), self.crops(crops)
+    def frame(self, images: int, prompts: Sequence[Sequence[torch.Tensor]], chunk: int, crops: int,
+              encoder_batch: Optional[int] = None) -> Callable[[], dict[str, float]]:
+        """The floor of a frame set: encoder on ``images`` images (``encoder_batch`` per call), the decoder
+        on each camera's prompts, CN-CLIP on ``crops`` crops. The callable returns the seconds of each part."""
+        enc, clip = self.encoder(images, encoder_batch), self.crops(crops)
         decs = [self.decoder(p, chunk) for p in prompts]
 
         def run() -> dict[str, float]:

@@ -1,9 +1,9 @@
 """The benchmark's measurements: the models under test and the floor, core and naive modes in this
 process, the ROS mode through bench_ros. See ``bench`` for what each mode is.
 
-Every mode runs every configuration (N boxes, C cameras) in turn, so the peak memory of a mode is read
-around all of its runs. Core runs first: the floor classifies as many crops as the core kept masks, and
-naive is compared with the core's outputs.
+For every configuration (N boxes, C cameras) the in-process modes run interleaved, call by call, so a
+drift of the shared machine falls on all of them alike; the peak memory of a mode is the highest around
+any of its calls. The ros mode runs afterwards, in its own processes.
 """
 from __future__ import annotations
 
@@ -21,7 +21,7 @@ import torch
 from . import ToolError
 from .bench_floor import Floor
 from .bench_frames import Frame, save_frames
-from .bench_timing import Clock, ModelTime, PeakMemory, Samples, measure
+from .bench_timing import Clock, ModelTime, PeakMemory, measure_interleaved
 
 MODES = ("floor", "core", "naive", "ros")
 GOAL_CONFIG = (20, 1)  # (boxes, cameras) the goals are stated for: measured at least 3 times
@@ -103,6 +103,7 @@ class Bench:
             cfg: {"boxes": cfg[0], "cameras": cfg[1]} for cfg in self.configs}
         self.memory_by_mode: dict[str, dict[str, float]] = {}
         self.chunks: dict[int, dict[str, Any]] = {}
+        self.encoder_batches: dict[int, dict[str, Any]] = {}
         self.ros_conversions: Optional[dict[str, Any]] = None
 
     def _warmup(self, n: int, c: int) -> int:
@@ -110,63 +111,86 @@ class Bench:
         first = next(cfg for cfg in self.configs if cfg[1] == c)
         return self.args.warmup if (n, c) == first else 0
 
-    def _measure(self, fn: Callable[[], Any], n: int, c: int) -> Samples:
-        least = max(self.args.min_repeats, 3) if (n, c) == GOAL_CONFIG else self.args.min_repeats
-        return measure(fn, self.clock, self.args.repeats, self._warmup(n, c), least, self.args.budget)
-
     def _inputs(self, n: int, c: int) -> list[tuple[np.ndarray, list]]:
         return [(f.rgb, f.prompts(n)) for f in self.frames[:c]]
 
-    def run_mode(self, mode: str, cameras: Sequence[int]) -> None:
-        """Measures ``mode`` for every configuration with a camera count in ``cameras``."""
-        self.memory.reset()
-        for n, c in self.configs:
-            if c in cameras:
-                getattr(self, f"_{mode}")(n, c, self.results[(n, c)])
-        self.memory_by_mode[mode] = self.memory.read()
-
-    def _core(self, n: int, c: int, res: dict) -> None:
-        items = self._inputs(n, c)
-        last: list = []  # only the last repeat's results are kept (masks are large)
+    def run(self, modes: Sequence[str]) -> None:
+        """Measures core and, of ``modes``, floor and naive for every configuration, the modes of a
+        configuration interleaved (``measure_interleaved``). The core's first call comes first: the floor
+        classifies as many crops as it kept, and naive is compared with its outputs."""
         with self.m.model_time() as mt:
-            def call() -> dict:
-                mt.reset()
-                t0 = self.clock.now()
-                out = self.m.pipeline.process_frames(items)
-                wall = self.clock.now() - t0
-                last[:] = out
-                stages = {k: sum(r.timings.get(k, 0.0) for r in out) for k in ("encode", "decode", "classify")}
-                return {"wall": wall, "stages": stages, "model": dict(mt.seconds), "calls": dict(mt.calls)}
+            for n, c in self.configs:
+                res = self.results[(n, c)]
+                fns = {"core": self._core(n, c, res, mt)}
+                if "floor" in modes:
+                    fns["floor"] = self._floor(n, c, res)
+                if "naive" in modes and c in self.args.naive_cameras:
+                    fns["naive"] = self._naive(n, c, res)
+                least = max(self.args.min_repeats, 3) if (n, c) == GOAL_CONFIG else self.args.min_repeats
+                samples = measure_interleaved(fns, self.clock, self.args.repeats, self._warmup(n, c), least,
+                                              self.args.budget, self.memory)
+                for mode, smp in samples.items():
+                    res[mode] = smp.as_dict()
+                    peak = self.memory_by_mode.setdefault(mode, {})
+                    for k, v in smp.peak.items():
+                        peak[k] = max(peak.get(k, v), v)
+                core = samples["core"]
+                res["core_shares"] = stage_shares(core.extras)
+                res["core_model_calls"] = core.extras[-1]["calls"]
+                if "floor" in samples:
+                    res["floor"]["parts_median_s"] = {k: float(np.median([e[k] for e in samples["floor"].extras]))
+                                                      for k in samples["floor"].extras[0]}
+                    res["floor"].update(chunk_size=self.chunks[n]["best"],
+                                        encoder_batch=self.encoder_batches[c]["best"])
+                if "naive" in samples:
+                    res["naive_vs_core"] = compare(res["_core_results"], res.pop("_naive_results"),
+                                                   [f.rgb.shape[:2] for f in self.frames[:c]])
+                del res["_core_results"]
 
-            samples = self._measure(call, n, c)
-        res["core"] = samples.as_dict()
-        res["instances"] = sum(len(r.instances) for r in last)
-        res["core_shares"] = stage_shares(samples.extras)
-        res["core_model_calls"] = samples.extras[-1]["calls"]
-        res["_core_results"] = last
+    def _core(self, n: int, c: int, res: dict, mt: ModelTime) -> Callable[[], dict]:
+        items = self._inputs(n, c)
 
-    def _floor(self, n: int, c: int, res: dict) -> None:
+        def call() -> dict:
+            mt.reset()
+            t0 = self.clock.now()
+            out = self.m.pipeline.process_frames(items)
+            wall = self.clock.now() - t0
+            res["_core_results"] = out  # only the last call's results are kept (masks are large)
+            res["instances"] = sum(len(r.instances) for r in out)
+            stages = {k: sum(r.timings.get(k, 0.0) for r in out) for k in ("encode", "decode", "classify")}
+            return {"wall": wall, "stages": stages, "model": dict(mt.seconds), "calls": dict(mt.calls)}
+
+        return call
+
+    def _floor(self, n: int, c: int, res: dict) -> Callable[[], dict]:
+        """The floor's callable, built at its first call (after the core's first: it needs the crop count)."""
         f = self.m.floor
-        prompts = [f.prompt_tensors(fr.boxes[:n], fr.rgb.shape[:2]) for fr in self.frames[:c]]
-        if n not in self.chunks:
-            best, timings = f.best_chunk(prompts[0], repeats=1)
-            self.chunks[n] = {"best": best, "median_s": {str(k): v for k, v in timings.items()},
-                              "segmenter_chunk_size": self.m.segmenter.chunk_size}
-        samples = self._measure(f.frame(c, prompts, self.chunks[n]["best"], res["instances"]), n, c)
-        res["floor"] = samples.as_dict()
-        res["floor"]["parts_median_s"] = {k: float(np.median([e[k] for e in samples.extras]))
-                                          for k in samples.extras[0]}
-        res["floor"]["chunk_size"] = self.chunks[n]["best"]
+        built: list[Callable[[], dict]] = []
 
-    def _naive(self, n: int, c: int, res: dict) -> None:
+        def call() -> dict:
+            if not built:
+                prompts = [f.prompt_tensors(fr.boxes[:n], fr.rgb.shape[:2]) for fr in self.frames[:c]]
+                if n not in self.chunks:
+                    best, timings = f.best_chunk(prompts[0], repeats=1)
+                    self.chunks[n] = {"best": best, "median_s": {str(k): v for k, v in timings.items()},
+                                      "segmenter_chunk_size": self.m.segmenter.chunk_size}
+                if c not in self.encoder_batches:
+                    best, timings = f.best_encoder_batch(c) if c > 1 else (1, {})
+                    self.encoder_batches[c] = {"best": best, "median_s": {str(k): v for k, v in timings.items()},
+                                               "segmenter_encoder_batch": self.m.segmenter.encoder_batch}
+                built.append(f.frame(c, prompts, self.chunks[n]["best"], res["instances"],
+                                     self.encoder_batches[c]["best"]))
+            return built[0]()
+
+        return call
+
+    def _naive(self, n: int, c: int, res: dict) -> Callable[[], None]:
         frames = self.frames[:c]
-        last: list = []
 
         def call() -> None:
-            last[:] = [self.m.naive.process(f.rgb, f.boxes[:n]) for f in frames]
+            res["_naive_results"] = [self.m.naive.process(f.rgb, f.boxes[:n]) for f in frames]
 
-        res["naive"] = self._measure(call, n, c).as_dict()
-        res["naive_vs_core"] = compare(res.pop("_core_results"), last, [f.rgb.shape[:2] for f in frames])
+        return call
 
     def run_ros(self, out: Path) -> Optional[str]:
         """The ros mode (and the ROS conversion costs) for every configuration; returns why it could not
@@ -259,6 +283,7 @@ def node_params(args: argparse.Namespace, m: Models, sam_ckpt: Path, clip_ckpt: 
         "segmenter.arch": json.dumps(args.arch) if args.arch else "",
         "segmenter.device": str(m.segmenter.device), "segmenter.precision": args.precision,
         "segmenter.chunk_size": int(m.segmenter.chunk_size), "segmenter.prompt_mode": m.pipeline.prompt_mode,
+        "segmenter.encoder_batch": int(m.segmenter.encoder_batch),
         "classifier.model": m.classifier_name,
         "classifier.checkpoint": str(clip_ckpt), "classifier.device": str(cls.device),
         "classifier.precision": args.precision, "classifier.batch_size": cls.batch_size,

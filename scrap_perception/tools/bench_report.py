@@ -106,6 +106,13 @@ def markdown(report: Mapping[str, Any]) -> str:
                                       "naive_over_core")]
         cells += [_f(fps["core"], 2), _f(fps["ros"], 2)]
         lines.append("| " + " | ".join(cells) + " |")
+    chunks, batches = report.get("decoder_chunks") or {}, report.get("encoder_batches") or {}
+    if chunks or batches:
+        lines += ["", f"Batching: the core decodes {s.get('segmenter_chunk_size', '?')} prompt(s) per decoder call "
+                  f"and encodes {s.get('segmenter_encoder_batch', '?')} image(s) per encoder call; the floor "
+                  "uses the fastest measured: decoder chunk "
+                  + ", ".join(f"{v['best']} at N={n}" for n, v in chunks.items()) + "; encoder batch "
+                  + (", ".join(f"{v['best']} for C={c}" for c, v in batches.items()) or "—") + "."]
     stages = sorted({k for r in report["results"] for k in r["overhead_share"]})
     lines += ["", "Non-model stages, % of the frame (core stages of the core frame, ros stages of the ros frame):",
               "", "| stage | " + " | ".join(f"C={r['cameras']} N={r['boxes']}" for r in report["results"]) + " |",

@@ -11,7 +11,7 @@ import time
 from collections import defaultdict
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Callable, Optional
+from typing import Any, Callable, Mapping, Optional
 
 import torch
 
@@ -33,10 +33,12 @@ class Clock:
 
 @dataclass
 class Samples:
-    """Seconds of each timed repeat (warm-up runs excluded) and what each repeat reported (``extras``)."""
+    """Seconds of each timed repeat (warm-up runs excluded), what each repeat reported (``extras``) and,
+    when memory was watched, the highest peak of any repeat (``peak``)."""
 
     seconds: list[float] = field(default_factory=list)
     extras: list[Any] = field(default_factory=list)
+    peak: dict[str, float] = field(default_factory=dict)
 
     @property
     def median(self) -> float:
@@ -51,18 +53,38 @@ def measure(fn: Callable[[], Any], clock: Clock, repeats: int, warmup: int = 0, 
     """Calls ``fn`` ``warmup`` times untimed, then times it ``repeats`` times, or fewer when one more call
     would take the timed calls past ``budget_s`` seconds: not fewer than ``min_repeats`` unless the first
     call alone took longer than the budget (then once). What ``fn`` returns is kept in ``extras``."""
+    return measure_interleaved({"fn": fn}, clock, repeats, warmup, min_repeats, budget_s)["fn"]
+
+
+def measure_interleaved(fns: Mapping[str, Callable[[], Any]], clock: Clock, repeats: int, warmup: int = 0,
+                        min_repeats: Optional[int] = None, budget_s: float = float("inf"),
+                        memory: Optional["PeakMemory"] = None) -> dict[str, Samples]:
+    """``measure`` for several callables at once, in rounds: each round calls every one once, in the
+    given order and reversed the next round, so slow drifts of a shared machine (load, clock speed) fall
+    on all of them alike. The budget and repeat bounds apply to rounds (``budget_s`` per callable).
+    memory: read around every timed call, the highest peak kept per callable."""
+    names = list(fns)
     for _ in range(warmup):
-        fn()
-    out = Samples()
+        for name in names:
+            fns[name]()
+    out = {name: Samples() for name in names}
     least = repeats if min_repeats is None else min(min_repeats, repeats)
-    while len(out.seconds) < repeats:
-        if out.seconds and sum(out.seconds) + out.median > budget_s:
-            if len(out.seconds) >= least or out.seconds[0] > budget_s:
+    rounds: list[float] = []
+    while len(rounds) < repeats:
+        if rounds and sum(rounds) + statistics.median(rounds) > budget_s * len(names):
+            if len(rounds) >= least or rounds[0] > budget_s * len(names):
                 break
-        t0 = clock.now()
-        extra = fn()
-        out.seconds.append(clock.now() - t0)
-        out.extras.append(extra)
+        for name in names if len(rounds) % 2 == 0 else names[::-1]:
+            if memory is not None:
+                memory.reset()
+            t0 = clock.now()
+            extra = fns[name]()
+            out[name].seconds.append(clock.now() - t0)
+            out[name].extras.append(extra)
+            if memory is not None:
+                for k, v in memory.read().items():
+                    out[name].peak[k] = max(out[name].peak.get(k, v), v)
+        rounds.append(sum(out[name].seconds[-1] for name in names))
     return out
 
 
