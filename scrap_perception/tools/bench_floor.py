@@ -103,21 +103,25 @@ class Floor:
                    for c in chunk_candidates(len(prompts[0]))}
         return min(timings, key=timings.get), timings
 
-    def crops(self, count: int) -> Callable[[], None]:
-        x = self._randn(max(count, 0), 3, self.crop_size, self.crop_size)
+    def crops(self, count: Callable[[], int], most: int) -> Callable[[], None]:
+        """CN-CLIP on ``count()`` crops (read at each call, at most ``most``), ``batch_size`` per call."""
+        x = self._randn(most, 3, self.crop_size, self.crop_size)
 
         def run() -> None:
+            n = count()
             with torch.inference_mode(), autocast(self.device, self.clip_dtype):
-                for s in range(0, count, self.batch_size):
-                    self.clip.encode_image(x[s:s + self.batch_size])
+                for s in range(0, n, self.batch_size):
+                    self.clip.encode_image(x[s:min(s + self.batch_size, n)])
 
         return run
 
-    def frame(self, images: int, prompts: Sequence[Sequence[torch.Tensor]], chunk: int, crops: int,
+    def frame(self, images: int, prompts: Sequence[Sequence[torch.Tensor]], chunk: int, crops: Callable[[], int],
               encoder_batch: Optional[int] = None) -> Callable[[], dict[str, float]]:
         """The floor of a frame set: encoder on ``images`` images (``encoder_batch`` per call), the decoder
-        on each camera's prompts, CN-CLIP on ``crops`` crops. The callable returns the seconds of each part."""
-        enc, clip = self.encoder(images, encoder_batch), self.crops(crops)
+        on each camera's prompts, CN-CLIP on ``crops()`` crops (at most one per prompt; read at each call:
+        as many as the pipeline's last call classified). The callable returns the seconds of each part."""
+        most = sum(len(p[0]) for p in prompts)
+        enc, clip = self.encoder(images, encoder_batch), self.crops(crops, most)
         decs = [self.decoder(p, chunk) for p in prompts]
 
         def run() -> dict[str, float]:

@@ -163,26 +163,19 @@ class Bench:
         return call
 
     def _floor(self, n: int, c: int, res: dict) -> Callable[[], dict]:
-        """The floor's callable, built at its first call (after the core's first: it needs the crop count)."""
+        """The floor's callable, its decoder chunk and encoder batch measured first (once per N, per C).
+        It classifies as many crops as the core's last call kept masks (the core runs first)."""
         f = self.m.floor
-        built: list[Callable[[], dict]] = []
-
-        def call() -> dict:
-            if not built:
-                prompts = [f.prompt_tensors(fr.boxes[:n], fr.rgb.shape[:2]) for fr in self.frames[:c]]
-                if n not in self.chunks:
-                    best, timings = f.best_chunk(prompts[0], repeats=1)
-                    self.chunks[n] = {"best": best, "median_s": {str(k): v for k, v in timings.items()},
-                                      "segmenter_chunk_size": self.m.segmenter.chunk_size}
-                if c not in self.encoder_batches:
-                    best, timings = f.best_encoder_batch(c) if c > 1 else (1, {})
-                    self.encoder_batches[c] = {"best": best, "median_s": {str(k): v for k, v in timings.items()},
-                                               "segmenter_encoder_batch": self.m.segmenter.encoder_batch}
-                built.append(f.frame(c, prompts, self.chunks[n]["best"], res["instances"],
-                                     self.encoder_batches[c]["best"]))
-            return built[0]()
-
-        return call
+        prompts = [f.prompt_tensors(fr.boxes[:n], fr.rgb.shape[:2]) for fr in self.frames[:c]]
+        if n not in self.chunks:
+            best, timings = f.best_chunk(prompts[0], repeats=1)
+            self.chunks[n] = {"best": best, "median_s": {str(k): v for k, v in timings.items()},
+                              "segmenter_chunk_size": self.m.segmenter.chunk_size}
+        if c not in self.encoder_batches:
+            best, timings = f.best_encoder_batch(c) if c > 1 else (1, {})
+            self.encoder_batches[c] = {"best": best, "median_s": {str(k): v for k, v in timings.items()},
+                                       "segmenter_encoder_batch": self.m.segmenter.encoder_batch}
+        return f.frame(c, prompts, self.chunks[n]["best"], lambda: res["instances"], self.encoder_batches[c]["best"])
 
     def _naive(self, n: int, c: int, res: dict) -> Callable[[], None]:
         frames = self.frames[:c]

@@ -282,12 +282,11 @@ def fit(args: argparse.Namespace) -> Path:
             save_checkpoint(out / "clip_best.pt", model, args.model, epoch, step)
         else:
             bad_epochs += 1
-        common.save_state(out, {"epoch": epoch, "step": step, "model": model.state_dict(),
+        common.save_epoch(out, {"epoch": epoch, "step": step, "model": model.state_dict(),
                                 "optimizer": optimizer.state_dict(), "scheduler": scheduler.state_dict(),
                                 "rng": common.rng_state(rng), "history": history, "best": best,
-                                "bad_epochs": bad_epochs, "initial": initial})
-        (out / "history.json").write_text(json.dumps(
-            {"initial": initial, "best": best, "history": history}, indent=2) + "\n")
+                                "bad_epochs": bad_epochs, "initial": initial},
+                          {"initial": initial, "best": best, "history": history})
         plot(out, history, initial)
         print(f"{TOOL}: epoch {epoch}: loss {train['loss']:.4f}, val accuracy {val['accuracy']:.4f} "
               f"(best {best['val_accuracy']:.4f} at epoch {best['epoch']})", file=sys.stderr)
@@ -301,11 +300,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         TOOL, help="fine-tune CN-CLIP on the instance crops of a COCO dataset against the class texts",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, required=True, help="COCO instance-segmentation json (training set)")
-    p.add_argument("--val", type=Path, default=None,
-                   help="validation COCO json (default: a seeded 85/15 split of --data in the run folder)")
-    p.add_argument("--val-fraction", type=float, default=0.15, help="validation share when splitting --data")
-    p.add_argument("--image-root", type=Path, default=None, help="folder of the images (default: the json's)")
+    common.add_data_options(p)
     p.add_argument("--labels", type=Path, default=None,
                    help="JSON list of {id, name, text[, templates]} (default: the seven shapes)")
     p.add_argument("--model", default="ViT-B-16",

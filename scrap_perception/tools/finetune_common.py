@@ -38,6 +38,15 @@ def add_run_options(p: argparse.ArgumentParser, tool: str) -> None:
     p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
 
 
+def add_data_options(p: argparse.ArgumentParser) -> None:
+    """The training and validation data options of both tools."""
+    p.add_argument("--data", type=Path, required=True, help="COCO instance-segmentation json (training set)")
+    p.add_argument("--val", type=Path, default=None,
+                   help="validation COCO json (default: a seeded 85/15 split of --data in the run folder)")
+    p.add_argument("--val-fraction", type=float, default=0.15, help="validation share when splitting --data")
+    p.add_argument("--image-root", type=Path, default=None, help="folder of the images (default: the json's)")
+
+
 def run_folder(args: argparse.Namespace, tool: str) -> Path:
     """The run folder: a new timestamped one, --out, or (with --resume) the existing --out."""
     if args.resume:
@@ -134,6 +143,12 @@ def save_state(out: Path, state: Mapping[str, Any]) -> None:
     tmp = out / (STATE_FILE + ".tmp")
     torch.save(dict(state), tmp)
     os.replace(tmp, out / STATE_FILE)
+
+
+def save_epoch(out: Path, state: Mapping[str, Any], summary: Mapping[str, Any]) -> None:
+    """End of an epoch: the training state (``save_state``) and ``history.json`` (``summary``)."""
+    save_state(out, state)
+    (out / "history.json").write_text(json.dumps(dict(summary), indent=2) + "\n")
 
 
 def load_state(out: Path) -> dict:

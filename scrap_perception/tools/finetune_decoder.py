@@ -16,7 +16,6 @@ from __future__ import annotations
 import argparse
 import functools
 import inspect
-import json
 import math
 import sys
 import time
@@ -331,11 +330,10 @@ def fit(args: argparse.Namespace) -> Path:
         if val_dice > best["val_dice"]:
             best = {"epoch": epoch, "val_dice": val_dice}
             save_decoder(out / "decoder_best.pt", decoder, args.model_type, epoch, val_dice)
-        common.save_state(out, {"epoch": epoch, "decoder": decoder.state_dict(), "optimizer": optimizer.state_dict(),
+        common.save_epoch(out, {"epoch": epoch, "decoder": decoder.state_dict(), "optimizer": optimizer.state_dict(),
                                 "scheduler": scheduler.state_dict(), "rng": common.rng_state(rng),
-                                "history": history, "best": best, "initial_val_dice": initial})
-        (out / "history.json").write_text(json.dumps(
-            {"initial_val_dice": initial, "best": best, "history": history}, indent=2) + "\n")
+                                "history": history, "best": best, "initial_val_dice": initial},
+                          {"initial_val_dice": initial, "best": best, "history": history})
         plot(out, history, initial)
         print(f"{TOOL}: epoch {epoch}: loss {train['loss']:.4f}, val DICE {val_dice:.4f} "
               f"(best {best['val_dice']:.4f} at epoch {best['epoch']})", file=sys.stderr)
@@ -347,11 +345,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         TOOL, help="fine-tune a SAM mask decoder on a COCO dataset (the paper's recipe)",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--data", type=Path, required=True, help="COCO instance-segmentation json (training set)")
-    p.add_argument("--val", type=Path, default=None,
-                   help="validation COCO json (default: a seeded 85/15 split of --data in the run folder)")
-    p.add_argument("--val-fraction", type=float, default=0.15, help="validation share when splitting --data")
-    p.add_argument("--image-root", type=Path, default=None, help="folder of the images (default: the json's)")
+    common.add_data_options(p)
     p.add_argument("--model-type", default="vit_b",
                    help="vit_b | vit_l | vit_h | mobile_sam:vit_t | hq:vit_b | hq:vit_l | hq:vit_h | hq:vit_tiny")
     p.add_argument("--checkpoint", default=None,
