@@ -23,7 +23,6 @@ import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from rcl_interfaces.msg import SetParametersResult
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from sensor_msgs.msg import Image
 from vision_msgs.msg import Detection2DArray
@@ -39,6 +38,7 @@ from .models import build_pipeline, device_of
 from .overlay import render_overlay
 from .pairing import StampPairer
 from .qos import input_qos, output_qos
+from .runner import spin_node
 from .stats import (DETECTIONS_IN, DROPPED, FAILED, IMAGES_IN, INSTANCES, OVERLAYS, PAIRED, PROCESSED,
                     PUBLISHED, NodeStats)
 from .worker import InferenceWorker
@@ -247,25 +247,9 @@ class PerceptionNode(Node):
 
 def main(args: Optional[list[str]] = None) -> None:
     """Entry point of scrap_perception_node; exit code 2 for a configuration error."""
-    rclpy.init(args=args if args is not None else sys.argv)
-    node: Optional[PerceptionNode] = None
-    code = 0
-    try:
-        try:
-            node = PerceptionNode()
-        except CONFIG_ERRORS as e:
-            rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {e}")
-            code = 2
-        else:
-            rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        stopped = node.shutdown() if node is not None else True
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    if not stopped:
+    stopped = []
+    code = spin_node(NODE_NAME, PerceptionNode, CONFIG_ERRORS, lambda node: stopped.append(node.shutdown()), args)
+    if not all(stopped):
         rclpy.logging.get_logger(NODE_NAME).info("inference still running at exit: not waiting for it")
     # Everything is released above. Skipping the interpreter's finalization saves ~2 s of unloading the
     # (CUDA) torch libraries, which would break the 2 s shutdown budget; and no frame is left mid-publish.

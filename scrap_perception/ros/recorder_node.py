@@ -19,11 +19,9 @@ from typing import Any, Optional
 
 import cv2
 import numpy as np
-import rclpy
 from mcap.well_known import MessageEncoding, SchemaEncoding
 from mcap.writer import CompressionType
 from mcap.writer import Writer as McapWriter
-from rclpy.executors import ExternalShutdownException
 from rclpy.node import Node
 from rclpy.qos import DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy
 from rclpy.serialization import deserialize_message
@@ -35,6 +33,7 @@ from . import params
 from .conversions import ConversionError, image_to_rgb
 from .msgdefs import schema_text
 from .params import ParamSpec
+from .runner import spin_node
 
 NODE_NAME = "scrap_recorder"
 IMAGE_TYPE = "sensor_msgs/msg/Image"
@@ -167,25 +166,7 @@ class RecorderNode(Node):
 
 
 def main(args: Optional[list[str]] = None) -> None:
-    rclpy.init(args=args if args is not None else sys.argv)
-    node: Optional[RecorderNode] = None
-    code = 0
-    try:
-        try:
-            node = RecorderNode()
-        except (ValueError, OSError) as e:
-            rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot start: {e}")
-            code = 2
-        else:
-            rclpy.spin(node)
-    except (KeyboardInterrupt, ExternalShutdownException):
-        pass
-    finally:
-        if node is not None:
-            node.finish()
-            node.destroy_node()
-        rclpy.try_shutdown()
-    sys.exit(code)
+    sys.exit(spin_node(NODE_NAME, RecorderNode, (ValueError, OSError), RecorderNode.finish, args))
 
 
 if __name__ == "__main__":
