@@ -262,3 +262,22 @@ def test_quick_bench_cli_end_to_end_through_dds(tmp_path, capsys):
     conv = report["ros_conversions"]
     assert conv["array_instances"] == 20 and conv["image_to_rgb_is_view"]
     assert report["memory"]["ros_node"]["peak_rss_mb"] > 0
+
+
+@pytest.mark.ros
+def test_a_node_that_cannot_start_leaves_the_in_process_results(tmp_path, capsys, monkeypatch):
+    """The node refuses its parameters and exits: the report says why ros is missing, the rest stands."""
+    from scrap_perception.tools.bench_ros import unavailable_reason
+
+    if unavailable_reason():
+        pytest.skip(unavailable_reason())
+    params = bench_modes.node_params
+    monkeypatch.setattr(bench_modes, "node_params",
+                        lambda *a: dict(params(*a), **{"segmenter.checkpoint": str(tmp_path / "missing.pth")}))
+    out = tmp_path / "bench"
+    assert bench.main(["--quick", "--modes", "core,ros", "--out", str(out)]) == 0
+    report = json.loads((out / "bench.json").read_text())
+    assert report["ros_skipped"].startswith("failed: the perception node exited with code 2")
+    assert "segmenter.checkpoint" in report["ros_skipped"] and "missing.pth" in report["ros_skipped"]
+    assert all("ros" not in r and r["core"]["median_s"] > 0 for r in report["results"])
+    assert "ROS part skipped: failed" in (out / "bench.md").read_text()

@@ -9,10 +9,11 @@ median of repeats after warm-up:
 - ros: end to end through DDS (bench_ros): a publisher process -> the perception node -> back.
 It reports core/floor, ros/floor, naive/core, frames per second, peak memory, the ROS conversion costs
 and the share of every non-model stage of the frame, and writes ``bench.json``, ``bench.md`` and
-``bench.png`` to ``out/bench/<timestamp>/``. Floor, core and naive run interleaved, call by call
-(core, floor, naive, then naive, floor, core, ...), so a drift of the machine's speed falls on all three;
-ros runs afterwards. core/floor still compares different calls; core/model (the core's time over the
-model time inside the same calls, timed by wrappers on the model forwards) does not.
+``bench.png`` to ``out/bench/<timestamp>/``. The modes run interleaved, call by call (core, floor,
+naive, ros, then ros, naive, floor, core, ...), so a drift of the machine's speed falls on all of them
+alike (the node and the driver wait idle while the in-process modes run). core/floor still compares
+different calls; core/model (the core's time over the model time inside the same calls,
+timed by wrappers on the model forwards) does not.
 
 Weights are random (seeded; model time does not depend on their values) with one change: the IoU head's
 output bias is raised by 1 so no mask falls under ``min_mask_score`` and every box is classified, as
@@ -193,19 +194,12 @@ def bench(args: argparse.Namespace) -> Path:
     frames = make_frames(max(args.cameras), max(args.boxes), args.image_size, args.seed)
     rss_models = memory.read()
     b = Bench(args, models, frames, clock, memory)
-    print("bench: " + ", ".join(m for m in MODES if m == "core" or (m in args.modes and m != "ros"))
-          + " (interleaved)", file=sys.stderr)
-    b.run(args.modes)
+    print("bench: " + ", ".join(m for m in MODES if m == "core" or m in args.modes) + " (interleaved)",
+          file=sys.stderr)
+    b.run(args.modes, out)
+    if b.ros_skipped:
+        print(f"bench: ROS part skipped: {b.ros_skipped}", file=sys.stderr)
     stages = _stages(b, args)
-    ros_skipped = None
-    if "ros" in args.modes:
-        print("bench: ros (node and publisher processes)", file=sys.stderr)
-        try:
-            ros_skipped = b.run_ros(out)
-        except RuntimeError as e:  # the in-process results stand; the report says why ros is missing
-            ros_skipped = f"failed: {e}"
-        if ros_skipped:
-            print(f"bench: ROS part skipped: {ros_skipped}", file=sys.stderr)
     settings = {k: v for k, v in vars(args).items() if not callable(v) and k != "out"}
     settings.update(device=str(device), image_hw=list(args.image_size), segmenter_name=models.segmenter.name,
                     classifier_name=models.classifier.name, segmenter_chunk_size=models.segmenter.chunk_size,
@@ -219,7 +213,7 @@ def bench(args: argparse.Namespace) -> Path:
         "results": list(b.results.values()), "decoder_chunks": b.chunks, "encoder_batches": b.encoder_batches,
         "post_model_stages": stages,
         "memory": {"after_model_load": rss_models, **b.memory_by_mode},
-        "ros_conversions": b.ros_conversions, "ros_skipped": ros_skipped,
+        "ros_conversions": b.ros_conversions, "ros_skipped": b.ros_skipped,
     }
     write_report(report, out)
     return out

@@ -3,17 +3,18 @@ process, the ROS mode through bench_ros. See ``bench`` for what each mode is.
 
 For every configuration (N boxes, C cameras) the in-process modes run interleaved, call by call, so a
 drift of the shared machine falls on all of them alike; the peak memory of a mode is the highest around
-any of its calls. The ros mode runs afterwards, in its own processes.
+any of its calls. The ros mode takes part through bench_ros.RosSession (node and driver processes).
 """
 from __future__ import annotations
 
 import argparse
+import contextlib
 import json
-import os
+import sys
 import tempfile
 import warnings
 from pathlib import Path
-from typing import Any, Callable, Optional, Sequence
+from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
@@ -21,7 +22,7 @@ import torch
 from . import ToolError
 from .bench_floor import Floor
 from .bench_frames import Frame, save_frames
-from .bench_timing import Clock, ModelTime, PeakMemory, measure_interleaved
+from .bench_timing import Clock, ModelTime, PeakMemory, Samples, measure_interleaved
 
 MODES = ("floor", "core", "naive", "ros")
 GOAL_CONFIG = (20, 1)  # (boxes, cameras) the goals are stated for: measured at least 3 times
@@ -105,6 +106,7 @@ class Bench:
         self.chunks: dict[int, dict[str, Any]] = {}
         self.encoder_batches: dict[int, dict[str, Any]] = {}
         self.ros_conversions: Optional[dict[str, Any]] = None
+        self.ros_skipped: Optional[str] = None
 
     def _warmup(self, n: int, c: int) -> int:
         """Warm-up calls: before each mode's first configuration of each camera count only."""
@@ -114,11 +116,15 @@ class Bench:
     def _inputs(self, n: int, c: int) -> list[tuple[np.ndarray, list]]:
         return [(f.rgb, f.prompts(n)) for f in self.frames[:c]]
 
-    def run(self, modes: Sequence[str]) -> None:
-        """Measures core and, of ``modes``, floor and naive for every configuration, the modes of a
+    def run(self, modes: Sequence[str], out: Path) -> None:
+        """Measures core and, of ``modes``, floor, naive and ros for every configuration, the modes of a
         configuration interleaved (``measure_interleaved``). The core's first call comes first: the floor
-        classifies as many crops as it kept, and naive is compared with its outputs."""
-        with self.m.model_time() as mt:
+        classifies as many crops as it kept, naive is compared with its outputs, ros's timeout follows
+        its time. A ROS part that cannot run or fails leaves the other modes' results standing
+        (``ros_skipped`` says why)."""
+        with contextlib.ExitStack() as stack:
+            ros = self._ros_session(stack, out) if "ros" in modes else None
+            mt = stack.enter_context(self.m.model_time())
             for n, c in self.configs:
                 res = self.results[(n, c)]
                 fns = {"core": self._core(n, c, res, mt)}
@@ -126,26 +132,40 @@ class Bench:
                     fns["floor"] = self._floor(n, c, res)
                 if "naive" in modes and c in self.args.naive_cameras:
                     fns["naive"] = self._naive(n, c, res)
+                if ros is not None and not self.ros_skipped:
+                    fns["ros"] = self._ros(n, c, res, ros)
                 least = max(self.args.min_repeats, 3) if (n, c) == GOAL_CONFIG else self.args.min_repeats
                 samples = measure_interleaved(fns, self.clock, self.args.repeats, self._warmup(n, c), least,
                                               self.args.budget, self.memory)
-                for mode, smp in samples.items():
-                    res[mode] = smp.as_dict()
-                    peak = self.memory_by_mode.setdefault(mode, {})
-                    for k, v in smp.peak.items():
-                        peak[k] = max(peak.get(k, v), v)
-                core = samples["core"]
-                res["core_shares"] = stage_shares(core.extras)
-                res["core_model_calls"] = core.extras[-1]["calls"]
-                if "floor" in samples:
-                    res["floor"]["parts_median_s"] = {k: float(np.median([e[k] for e in samples["floor"].extras]))
-                                                      for k in samples["floor"].extras[0]}
-                    res["floor"].update(chunk_size=self.chunks[n]["best"],
-                                        encoder_batch=self.encoder_batches[c]["best"])
-                if "naive" in samples:
-                    res["naive_vs_core"] = compare(res["_core_results"], res.pop("_naive_results"),
-                                                   [f.rgb.shape[:2] for f in self.frames[:c]])
-                del res["_core_results"]
+                self._collect(n, c, res, samples)
+            if ros is not None and not self.ros_skipped:
+                end = ros.finish()
+                self.ros_conversions = dict(end["conversions"], fastdds_profile=end["fastdds_profile"])
+                # The node's peak since its start, loading the checkpoints included.
+                self.memory_by_mode["ros_node"] = {"peak_rss_mb": end["node_peak_rss_mb"]}
+
+    def _collect(self, n: int, c: int, res: dict, samples: Mapping[str, Samples]) -> None:
+        for mode, smp in samples.items():
+            if mode == "ros":  # the driver's own timing (this process only waited) and memory (the node's)
+                ros = ros_result(smp.extras, res)
+                if ros is not None:
+                    res["ros"] = ros
+                continue
+            res[mode] = smp.as_dict()
+            peak = self.memory_by_mode.setdefault(mode, {})
+            for k, v in smp.peak.items():
+                peak[k] = max(peak.get(k, v), v)
+        core = samples["core"]
+        res["core_shares"] = stage_shares(core.extras)
+        res["core_model_calls"] = core.extras[-1]["calls"]
+        if "floor" in samples:
+            res["floor"]["parts_median_s"] = {k: float(np.median([e[k] for e in samples["floor"].extras]))
+                                              for k in samples["floor"].extras[0]}
+            res["floor"].update(chunk_size=self.chunks[n]["best"], encoder_batch=self.encoder_batches[c]["best"])
+        if "naive" in samples:
+            res["naive_vs_core"] = compare(res["_core_results"], res.pop("_naive_results"),
+                                           [f.rgb.shape[:2] for f in self.frames[:c]])
+        del res["_core_results"], res["_core_last_s"]
 
     def _core(self, n: int, c: int, res: dict, mt: ModelTime) -> Callable[[], dict]:
         items = self._inputs(n, c)
@@ -156,6 +176,7 @@ class Bench:
             out = self.m.pipeline.process_frames(items)
             wall = self.clock.now() - t0
             res["_core_results"] = out  # only the last call's results are kept (masks are large)
+            res["_core_last_s"] = wall
             res["instances"] = sum(len(r.instances) for r in out)
             stages = {k: sum(r.timings.get(k, 0.0) for r in out) for k in ("encode", "decode", "classify")}
             return {"wall": wall, "stages": stages, "model": dict(mt.seconds), "calls": dict(mt.calls)}
@@ -185,37 +206,47 @@ class Bench:
 
         return call
 
-    def run_ros(self, out: Path) -> Optional[str]:
-        """The ros mode (and the ROS conversion costs) for every configuration; returns why it could not
-        run, or None."""
+    def _ros_session(self, stack: contextlib.ExitStack, out: Path) -> Optional[Any]:
+        """The node and driver processes (bench_ros.RosSession) on the benchmark's weights and frames,
+        closed with ``stack``; None (and ``ros_skipped`` set) when the ROS part cannot run."""
         from . import bench_ros
 
-        reason = bench_ros.unavailable_reason()
-        if reason:
-            return reason
-        frames_path = save_frames(out / "frames.npz", self.frames[:max(self.args.cameras)])
-        configs = []
-        for n, c in self.configs:
-            core = self.results[(n, c)]["core"]["median_s"]
-            configs.append({"boxes": n, "cameras": c, "warmup": self._warmup(n, c),
-                            "repeats": len(self.results[(n, c)]["core"]["samples_s"]),
-                            "timeout_s": 60.0 + 10.0 * core})
+        self.ros_skipped = bench_ros.unavailable_reason()
+        if self.ros_skipped:
+            return None
+        tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=out, prefix="ros-")))
+        frames_path = save_frames(tmp / "frames.npz", self.frames[:max(self.args.cameras)])
+        sam_ckpt, clip_ckpt = self.m.save_weights(tmp)
+        print("bench: starting the perception node and the ROS driver", file=sys.stderr)
         try:
-            with tempfile.TemporaryDirectory(dir=out, prefix="weights-") as tmp:
-                sam_ckpt, clip_ckpt = self.m.save_weights(Path(tmp))
-                params = node_params(self.args, self.m, sam_ckpt, clip_ckpt)
-                result = bench_ros.run(frames_path, configs, params, out, max(self.args.cameras))
-        finally:
-            os.remove(frames_path)
-        for run in result["runs"]:
-            res = self.results[(run["boxes"], run["cameras"])]
-            res["ros"] = {"median_s": run["median_s"], "samples_s": run["set_s"], "latency_s": run["latency_s"],
-                          "missed": run["missed"],
-                          "instances_equal_core": all(sum(k) == res["instances"] for k in run["instances"])}
-        self.ros_conversions = dict(result["conversions"], fastdds_profile=result["fastdds_profile"])
-        # The node's peak since its start, loading the checkpoints included.
-        self.memory_by_mode["ros_node"] = {"peak_rss_mb": result["node_peak_rss_mb"]}
+            return stack.enter_context(bench_ros.RosSession(
+                frames_path, node_params(self.args, self.m, sam_ckpt, clip_ckpt), out, max(self.args.cameras)))
+        except RuntimeError as e:
+            self.ros_skipped = f"failed: {e}"
+            return None
+
+    def _ros(self, n: int, c: int, res: dict, ros: Any) -> Callable[[], Optional[dict]]:
+        def call() -> Optional[dict]:
+            if self.ros_skipped:
+                return None
+            try:
+                return ros.frame_set(n, c, timeout_s=60.0 + 10.0 * res["_core_last_s"])
+            except RuntimeError as e:  # the in-process results stand; the report says why ros is missing
+                self.ros_skipped = f"failed at N={n}, {c} camera(s): {e}"
+                return None
+
+        return call
+
+
+def ros_result(extras: Sequence[Optional[dict]], res: Mapping[str, Any]) -> Optional[dict[str, Any]]:
+    """The ros mode's results from the driver's answers (None when it failed)."""
+    if not extras or any(e is None for e in extras):
         return None
+    kept = [e for e in extras if not e["missed"]]
+    return {"median_s": float(np.median([e["set_s"] for e in kept])) if kept else float("nan"),
+            "samples_s": [e["set_s"] for e in kept], "latency_s": [e["latency_s"] for e in kept],
+            "missed": len(extras) - len(kept),
+            "instances_equal_core": all(sum(e["instances"]) == res["instances"] for e in kept)}
 
 
 def stage_shares(extras: Sequence[dict]) -> dict[str, Any]:

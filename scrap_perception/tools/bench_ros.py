@@ -3,12 +3,14 @@
 Three processes: the benchmark (no rclpy), the perception node (``scrap_perception.ros.perception_node``
 with the benchmark's models) and a driver (``python -m scrap_perception.tools.bench_ros SPEC.json``)
 that publishes each camera's 1280x720 rgb8 ``Image`` and ``Detection2DArray`` and receives the
-``ScrapInstanceArray``s. The driver stamps every frame with its own send time and matches results by
-``header.stamp`` (the node echoes it), so latency = receipt - send on one clock, covering serialisation,
-DDS transport both ways, conversion, pairing, the worker hand-off, the pipeline and publishing. One
-frame set (one frame per camera) is in flight at a time: latency, not queueing, is measured.
+``ScrapInstanceArray``s. The benchmark drives the driver one frame set at a time (``RosSession``), so
+the ros mode runs interleaved with the in-process modes. The driver stamps every frame with its own send
+time and matches results by ``header.stamp`` (the node echoes it), so latency = receipt - send on one
+clock, covering serialisation, DDS transport both ways, conversion, pairing, the worker hand-off, the
+pipeline and publishing. One frame set (one frame per camera) is in flight at a time: latency, not
+queueing, is measured.
 
-The driver also times the ROS conversions on their own: receiving a 1280x720 rgb8 image
+At the end the driver also times the ROS conversions on their own: receiving a 1280x720 rgb8 image
 (deserialisation + ``image_to_rgb``) and publishing a 20-instance array (``result_to_msg`` + publish).
 rclpy is imported only inside the node and the driver processes.
 """
@@ -17,6 +19,7 @@ from __future__ import annotations
 import importlib.util
 import json
 import os
+import select
 import signal
 import statistics
 import subprocess
@@ -79,58 +82,106 @@ def _env() -> dict[str, str]:
     return env
 
 
-def run(frames_path: Path, configs: Sequence[Mapping[str, Any]], node_params: Mapping[str, Any],
-        out_dir: Path, cameras: int, startup_timeout: float = 600.0) -> dict[str, Any]:
-    """Starts the node (``cameras`` cameras, ``node_params``) and the driver; returns the driver's results
-    plus the node's peak RSS. configs: [{"boxes", "cameras", "warmup", "repeats", "timeout_s"}, ...]."""
-    params = dict(node_params, camera_names=camera_names(cameras))
-    spec = {"frames": str(frames_path), "configs": list(configs), "cameras": camera_names(cameras),
-            "startup_timeout": startup_timeout, "result": str(out_dir / "ros_driver.json")}
-    spec_path = out_dir / "ros_spec.json"
-    spec_path.write_text(json.dumps(spec, indent=1))
-    node_log = open(out_dir / "ros_node.log", "wb")
-    node = subprocess.Popen([sys.executable, "-m", NODE_MODULE, *ros_args(params)], stdout=node_log,
-                            stderr=subprocess.STDOUT, env=_env())
-    driver = subprocess.Popen([sys.executable, "-m", DRIVER_MODULE, str(spec_path), str(node.pid)], env=_env())
-    try:
-        while driver.poll() is None:
-            if node.poll() is not None:
-                tail = (out_dir / "ros_node.log").read_text(errors="replace")[-2000:]
-                raise RuntimeError(f"the perception node exited with code {node.returncode}; log tail:\n{tail}")
-            time.sleep(0.5)
-        if driver.returncode != 0:
-            raise RuntimeError(f"the ROS driver failed (exit code {driver.returncode}, its message above); "
-                               f"node log: {out_dir / 'ros_node.log'}")
-        result = json.loads(Path(spec["result"]).read_text())
-    finally:
-        _stop(driver)
-        _stop(node)
-        node_log.close()
-    result["node_log"] = str(out_dir / "ros_node.log")
-    return result
+class RosSession:
+    """The perception node (``cameras`` cameras, ``node_params``) and the driver, started together; the
+    driver answers one request at a time on its stdin/stdout (a JSON line each way, answers prefixed
+    with ANSWER). Use as a context manager: leaving it stops both processes."""
 
+    ANSWER = "@bench "
 
-def _stop(proc: subprocess.Popen) -> None:
-    if proc.poll() is None:
-        proc.send_signal(signal.SIGINT)
+    def __init__(self, frames_path: Path, node_params: Mapping[str, Any], out_dir: Path, cameras: int,
+                 startup_timeout: float = 600.0) -> None:
+        params = dict(node_params, camera_names=camera_names(cameras))
+        spec = {"frames": str(frames_path), "cameras": camera_names(cameras), "startup_timeout": startup_timeout}
+        self.out_dir = out_dir
+        spec_path = out_dir / "ros_spec.json"
+        spec_path.write_text(json.dumps(spec, indent=1))
+        self._log = open(out_dir / "ros_node.log", "wb")
+        self.node = subprocess.Popen([sys.executable, "-m", NODE_MODULE, *ros_args(params)], stdout=self._log,
+                                     stderr=subprocess.STDOUT, env=_env())
+        self.driver = subprocess.Popen([sys.executable, "-m", DRIVER_MODULE, str(spec_path), str(self.node.pid)],
+                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=_env())
         try:
-            proc.wait(20)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            proc.wait(10)
+            self._answer(startup_timeout + 30.0)  # {"ready": true} once the node subscribes
+        except BaseException:
+            self.close()
+            raise
+
+    def frame_set(self, boxes: int, cameras: int, timeout_s: float) -> dict[str, Any]:
+        """Publishes one frame set (N ``boxes`` per camera) and waits for every camera's array: returns
+        {"set_s": latency of the last camera, "latency_s": [per camera], "instances": [per camera],
+        "missed": bool}. A first set that never comes back raises RuntimeError."""
+        return self._request({"cmd": "set", "boxes": boxes, "cameras": cameras, "timeout_s": timeout_s},
+                             timeout_s + 30.0)
+
+    def finish(self) -> dict[str, Any]:
+        """The conversion costs and the node's peak RSS; the driver then exits."""
+        return self._request({"cmd": "finish"}, 300.0)
+
+    def _request(self, request: Mapping[str, Any], timeout: float) -> dict[str, Any]:
+        try:
+            self.driver.stdin.write(json.dumps(request) + "\n")
+            self.driver.stdin.flush()
+        except BrokenPipeError:
+            pass  # the driver is gone; _answer says why
+        return self._answer(timeout)
+
+    def _answer(self, timeout: float) -> dict[str, Any]:
+        deadline = time.monotonic() + timeout
+        while True:
+            if self.node.poll() is not None:
+                tail = (self.out_dir / "ros_node.log").read_text(errors="replace")[-2000:]
+                raise RuntimeError(f"the perception node exited with code {self.node.returncode}; log tail:\n{tail}")
+            left = deadline - time.monotonic()
+            if left <= 0:
+                raise RuntimeError(f"the ROS driver did not answer within {timeout:.0f} s "
+                                   f"(node log: {self.out_dir / 'ros_node.log'})")
+            ready, _, _ = select.select([self.driver.stdout], [], [], min(left, 0.5))
+            if not ready:
+                continue
+            line = self.driver.stdout.readline()
+            if not line:
+                self.driver.wait(10)
+                raise RuntimeError(f"the ROS driver failed (exit code {self.driver.returncode}, its message "
+                                   f"above); node log: {self.out_dir / 'ros_node.log'}")
+            if line.startswith(self.ANSWER):
+                answer = json.loads(line[len(self.ANSWER):])
+                if "error" in answer:
+                    raise RuntimeError(answer["error"])
+                return answer
+
+    def close(self) -> None:
+        for proc in (self.driver, self.node):
+            if proc.poll() is None:
+                proc.send_signal(signal.SIGINT)
+                try:
+                    proc.wait(20)
+                except subprocess.TimeoutExpired:
+                    proc.kill()
+                    proc.wait(10)
+        self._log.close()
+
+    def __enter__(self) -> "RosSession":
+        return self
+
+    def __exit__(self, *exc: Any) -> None:
+        self.close()
 
 
 # ------------------------------------------------------------------------------------------- driver
-def drive(spec: Mapping[str, Any], node_pid: int) -> dict[str, Any]:
-    """The driver process: see the module docstring. Returns the results written to spec['result']."""
+def drive(spec: Mapping[str, Any], node_pid: int) -> None:
+    """The driver process (see the module docstring): answers RosSession's requests read from stdin,
+    'set' (one frame set) and 'finish' (the conversion costs, then exit)."""
     import threading
 
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
     from sensor_msgs.msg import Image
+    from std_msgs.msg import Header
     from vision_msgs.msg import Detection2DArray
 
     from scrap_perception.msg import ScrapInstanceArray
+    from scrap_perception.ros.conversions import rgb_to_image
     from scrap_perception.ros.qos import output_qos
 
     from .bench_frames import load_frames
@@ -159,23 +210,44 @@ def drive(spec: Mapping[str, Any], node_pid: int) -> dict[str, Any]:
     executor.add_node(node)
     spinner = threading.Thread(target=executor.spin, daemon=True)
     spinner.start()
+    messages: dict[tuple[int, int], tuple[list, list]] = {}
+    arrays: list = []  # the last frame set's arrays with 20 instances, for the conversion costs
+    first: set = set()  # configurations that returned a frame set
     try:
         _wait_for_node(node, image_pubs + det_pubs, cams, node_pid, spec["startup_timeout"])
-        runs, arrays = [], []
-        for cfg in spec["configs"]:
-            run_result, last = _run_config(cfg, frames, cams, image_pubs, det_pubs, received, lock)
-            runs.append(run_result)
-            arrays += last
-        conversions = _conversion_costs(node, frames[0], arrays)
-        node_peak = status_mb("VmHWM", node_pid)
+        answer({"ready": True})
+        for line in sys.stdin:
+            request = json.loads(line)
+            if request["cmd"] == "finish":
+                answer({"conversions": _conversion_costs(node, frames[0], arrays),
+                        "node_peak_rss_mb": status_mb("VmHWM", node_pid),
+                        "fastdds_profile": os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE", "")})
+                break
+            n, ncam = int(request["boxes"]), int(request["cameras"])
+            if (n, ncam) not in messages:  # built once; each set only gets a new header
+                messages[(n, ncam)] = ([rgb_to_image(frames[c].rgb) for c in range(ncam)],
+                                       [_detections(Header(), frames[c].boxes[:n]) for c in range(ncam)])
+            result, got = _frame_set(*messages[(n, ncam)], cams, image_pubs, det_pubs, received, lock,
+                                     float(request["timeout_s"]))
+            if result["missed"] and (n, ncam) not in first:
+                answer({"error": f"no ScrapInstanceArray for the first frame set (N={n}, {ncam} camera(s)) "
+                                 f"within {request['timeout_s']:.0f} s; the node log says whether images arrived "
+                                 "(Fast DDS drops best-effort samples over 512 KB unless "
+                                 "FASTDDS_DEFAULT_PROFILES_FILE raises its segment size)"})
+                break
+            first.add((n, ncam))
+            if any(len(m.instances) == 20 for m in got):
+                arrays = got
+            answer(result)
     finally:
         executor.shutdown(timeout_sec=2)
         node.destroy_node()
         rclpy.try_shutdown()
-    result = {"runs": runs, "conversions": conversions, "node_peak_rss_mb": node_peak,
-              "fastdds_profile": os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE", "")}
-    Path(spec["result"]).write_text(json.dumps(result, indent=1))
-    return result
+
+
+def answer(obj: Mapping[str, Any]) -> None:
+    """One answer line to the benchmark (RosSession); rclpy and tqdm write to stderr."""
+    print(RosSession.ANSWER + json.dumps(obj), flush=True)
 
 
 def _wait_for_node(node: Any, pubs: Sequence[Any], cams: Sequence[str], node_pid: int, timeout: float) -> None:
@@ -202,52 +274,27 @@ def _detections(header: Any, boxes: np.ndarray) -> Any:
                                                        for i, b in enumerate(boxes)])
 
 
-def _run_config(cfg: Mapping[str, Any], frames: Sequence[Any], cams: Sequence[str], image_pubs: Sequence[Any],
-                det_pubs: Sequence[Any], received: dict, lock: Any) -> tuple[dict[str, Any], list[Any]]:
-    """Frame sets of ``cfg['cameras']`` cameras with ``cfg['boxes']`` detections each, one set in flight.
-    Returns the timings and the arrays of the last set."""
+def _frame_set(images: Sequence[Any], detections: Sequence[Any], cams: Sequence[str], image_pubs: Sequence[Any],
+               det_pubs: Sequence[Any], received: dict, lock: Any, timeout_s: float) -> tuple[dict[str, Any], list]:
+    """Publishes one frame per camera (``images`` / ``detections``, stamped now) and waits for the arrays.
+    Returns the timings and the arrays received."""
     from std_msgs.msg import Header
-    from tqdm import tqdm
 
-    from scrap_perception.ros.conversions import rgb_to_image
-
-    n, ncam = int(cfg["boxes"]), int(cfg["cameras"])
-    # Messages are built once; each set only gets a new header (the detector echoes the image's).
-    images = [rgb_to_image(frames[c].rgb) for c in range(ncam)]
-    detections = [_detections(Header(), frames[c].boxes[:n]) for c in range(ncam)]
-    latencies, set_times, instances, missed, last = [], [], [], 0, []
-    total = int(cfg["warmup"]) + int(cfg["repeats"])
-    for k in tqdm(range(total), desc=f"ros N={n} cameras={ncam}", unit="set", file=sys.stderr):
-        stamp_ns = time.time_ns()
-        header = Header(frame_id="bench")
-        header.stamp.sec, header.stamp.nanosec = divmod(stamp_ns, 10**9)
-        keys = [(cams[c], header.stamp.sec, header.stamp.nanosec) for c in range(ncam)]
-        t0 = time.perf_counter()
-        for c in range(ncam):
-            images[c].header = detections[c].header = header
-            image_pubs[c].publish(images[c])
-            det_pubs[c].publish(detections[c])
-        with lock:
-            done = lock.wait_for(lambda: all(key in received for key in keys), timeout=float(cfg["timeout_s"]))
-            got = [received.pop(key) for key in keys if key in received]
-        if not done:
-            missed += 1
-            if k == 0:
-                raise RuntimeError(
-                    f"no ScrapInstanceArray for the first frame set (N={n}, {ncam} camera(s)) within "
-                    f"{cfg['timeout_s']:.0f} s; the node log says whether images arrived (Fast DDS drops "
-                    f"best-effort samples over 512 KB unless FASTDDS_DEFAULT_PROFILES_FILE raises its segment size)")
-            continue
-        last = [m for _, m in got]
-        if k < int(cfg["warmup"]):
-            continue
-        lat = [t - t0 for t, _ in got]
-        latencies.append(lat)
-        set_times.append(max(lat))
-        instances.append([len(m.instances) for _, m in got])
-    median = statistics.median(set_times) if set_times else float("nan")
-    return {"boxes": n, "cameras": ncam, "latency_s": latencies, "set_s": set_times, "median_s": median,
-            "instances": instances, "missed": missed}, last
+    stamp_ns = time.time_ns()
+    header = Header(frame_id="bench")
+    header.stamp.sec, header.stamp.nanosec = divmod(stamp_ns, 10**9)
+    keys = [(cams[c], header.stamp.sec, header.stamp.nanosec) for c in range(len(images))]
+    t0 = time.perf_counter()
+    for c in range(len(images)):
+        images[c].header = detections[c].header = header
+        image_pubs[c].publish(images[c])
+        det_pubs[c].publish(detections[c])
+    with lock:
+        done = lock.wait_for(lambda: all(key in received for key in keys), timeout=timeout_s)
+        got = [received.pop(key) for key in keys if key in received]
+    lat = [t - t0 for t, _ in got]
+    return {"missed": not done, "latency_s": lat, "set_s": max(lat) if done else float("nan"),
+            "instances": [len(m.instances) for _, m in got]}, [m for _, m in got]
 
 
 def _conversion_costs(node: Any, frame: Any, arrays: Sequence[Any], repeats: int = 20) -> dict[str, Any]:
@@ -339,8 +386,10 @@ def main(argv: Optional[Sequence[str]] = None) -> int:
     try:
         drive(json.loads(Path(argv[0]).read_text()), int(argv[1]))
     except RuntimeError as e:
-        print(f"bench ros driver: {e}", file=sys.stderr)
+        answer({"error": f"bench ros driver: {e}"})
         return 1
+    except KeyboardInterrupt:  # RosSession stops the driver with SIGINT when the node has failed
+        return 130
     return 0
 
 
