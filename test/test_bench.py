@@ -261,6 +261,10 @@ def test_quick_bench_cli_end_to_end_through_dds(tmp_path, capsys):
         assert len(r["ros"]["samples_s"]) >= 1 and np.isfinite(r["ratios"]["ros_over_floor"])
     conv = report["ros_conversions"]
     assert conv["array_instances"] == 20 and conv["image_to_rgb_is_view"]
+    assert 0 < conv["round_trip_s"] < 5 and len(conv["samples_s"]) == 20
+    from scrap_perception.tools.bench_report import RESIDUAL
+    shares = report["results"][0]["overhead_share"]
+    assert "ros: round trip without models (transport, pairing, hand-off)" in shares and RESIDUAL in shares
     assert report["memory"]["ros_node"]["peak_rss_mb"] > 0
 
 

@@ -84,3 +84,24 @@ def test_stop_drops_pending_and_refuses_new_frames():
     w._thread.join(2)
     assert not w._thread.is_alive()
     assert rec.batches == [[1]]
+
+
+def test_the_loop_runs_in_the_calling_thread_until_stopped():
+    """``run`` (what the node's main thread does): batches run in the caller's thread; it returns on
+    ``stop`` from another thread and, while idle, once ``should_stop`` turns True."""
+    threads, dropped = [], []
+    w = InferenceWorker(lambda jobs: threads.append((threading.current_thread(), [j for j in jobs])),
+                        on_drop=dropped.append)
+    w.submit("a", 1)
+    w.submit("b", 2)
+    threading.Timer(0.3, w.stop).start()
+    w.run()
+    assert threads == [(threading.current_thread(), [1, 2])] and dropped == []
+    assert w.stop() is True  # no thread of its own to wait for
+
+    flag = threading.Event()
+    w = InferenceWorker(lambda jobs: None)
+    threading.Timer(0.2, flag.set).start()
+    t0 = time.monotonic()
+    w.run(flag.is_set, poll=0.05)
+    assert 0.15 < time.monotonic() - t0 < 2.0

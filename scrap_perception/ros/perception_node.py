@@ -4,7 +4,8 @@ Per camera ``<cam>``: subscribes ``<cam>/image_raw`` (sensor_msgs/Image) and ``<
 (vision_msgs/Detection2DArray) with the sensor-data QoS; publishes ``<cam>/scrap_instances``
 (ScrapInstanceArray) and ``<cam>/scrap_overlay`` (sensor_msgs/Image, rendered only while subscribed),
 reliable; and ``/diagnostics`` every ``diagnostics_period`` s. Subscription callbacks only convert and
-pair (pairing.StampPairer); one worker thread (worker.InferenceWorker) runs the pipeline.
+pair (pairing.StampPairer); the inference loop (worker.InferenceWorker) runs the pipeline on the main
+thread (``main``), the executor beside it.
 
 Run: ``python -m scrap_perception.ros.perception_node --ros-args --params-file config/scrap_perception.yaml``
 """
@@ -67,10 +68,12 @@ class Job:
 
 
 class PerceptionNode(Node):
-    """See the module docstring. ``pipeline_factory(params) -> Pipeline`` is replaceable for tests."""
+    """See the module docstring. ``pipeline_factory(params) -> Pipeline`` is replaceable for tests.
+    inference_thread: run inference in the worker's own thread (started here); False leaves it to the
+    caller to run ``worker.run()``, as ``main`` does on the main thread (see InferenceWorker.run)."""
 
     def __init__(self, pipeline_factory: Callable[[Mapping[str, Any]], Pipeline] = build_pipeline,
-                 **node_kwargs: Any) -> None:
+                 inference_thread: bool = True, **node_kwargs: Any) -> None:
         super().__init__(NODE_NAME, **node_kwargs)
         self.p = params.declare(self)
         self.pipeline = pipeline_factory(self.p)
@@ -95,7 +98,8 @@ class PerceptionNode(Node):
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.info = {"segmenter": self.pipeline.segmenter.name, "classifier": self.pipeline.classifier.name,
                      "device": device_of(self.pipeline), "prompt_mode": self.pipeline.prompt_mode}
-        self.worker.start()
+        if inference_thread:
+            self.worker.start()
         # Subscribing last: a publisher that sees the subscription knows the models are loaded.
         for cam, it, dt in zip(self.cameras, image_topics, det_topics):
             self.create_subscription(Image, it, lambda m, c=cam: self._on_image(c, m), in_qos)
@@ -248,7 +252,9 @@ class PerceptionNode(Node):
 def main(args: Optional[list[str]] = None) -> None:
     """Entry point of scrap_perception_node; exit code 2 for a configuration error."""
     stopped = []
-    code = spin_node(NODE_NAME, PerceptionNode, CONFIG_ERRORS, lambda node: stopped.append(node.shutdown()), args)
+    code = spin_node(NODE_NAME, lambda: PerceptionNode(inference_thread=False), CONFIG_ERRORS,
+                     lambda node: stopped.append(node.shutdown()), args,
+                     main_loop=lambda node, spinning: node.worker.run(lambda: not spinning()))
     if not all(stopped):
         rclpy.logging.get_logger(NODE_NAME).info("inference still running at exit: not waiting for it")
     # Everything is released above. Skipping the interpreter's finalization saves ~2 s of unloading the

@@ -18,6 +18,7 @@ from typing import Any, Callable, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
+from tqdm import tqdm
 
 from . import ToolError
 from .bench_floor import Floor
@@ -125,7 +126,7 @@ class Bench:
         with contextlib.ExitStack() as stack:
             ros = self._ros_session(stack, out) if "ros" in modes else None
             mt = stack.enter_context(self.m.model_time())
-            for n, c in self.configs:
+            for n, c in tqdm(self.configs, desc="bench configurations", unit="config", file=sys.stderr):
                 res = self.results[(n, c)]
                 fns = {"core": self._core(n, c, res, mt)}
                 if "floor" in modes:
@@ -139,8 +140,12 @@ class Bench:
                                               self.args.budget, self.memory)
                 self._collect(n, c, res, samples)
             if ros is not None and not self.ros_skipped:
+                try:
+                    trip = ros.round_trip()
+                except RuntimeError as e:  # the frame-set results stand
+                    trip = {"round_trip_error": str(e)}
                 end = ros.finish()
-                self.ros_conversions = dict(end["conversions"], fastdds_profile=end["fastdds_profile"])
+                self.ros_conversions = dict(end["conversions"], fastdds_profile=end["fastdds_profile"], **trip)
                 # The node's peak since its start, loading the checkpoints included.
                 self.memory_by_mode["ros_node"] = {"peak_rss_mb": end["node_peak_rss_mb"]}
 

@@ -114,6 +114,23 @@ class RosSession:
         return self._request({"cmd": "set", "boxes": boxes, "cameras": cameras, "timeout_s": timeout_s},
                              timeout_s + 30.0)
 
+    def round_trip(self, repeats: int = 20) -> dict[str, Any]:
+        """The ROS cost of a frame without model work: a second node with no models (segmenter grabcut,
+        no classifier) on its own camera gets frame 0 with an empty Detection2DArray, ``repeats`` times
+        after 2 warm-ups: {"round_trip_s": median seconds from publishing the image + detections to
+        receiving the (empty) array: transport both ways, conversion, pairing, worker hand-off, publish}."""
+        camera = "bench_probe"
+        params = {"camera_names": [camera], "segmenter.model_type": "grabcut", "segmenter.checkpoint": "",
+                  "classifier.model": "none", "publish_overlay": False, "log_throttle": 60.0}
+        with open(self.out_dir / "ros_probe_node.log", "wb") as log:
+            probe = subprocess.Popen([sys.executable, "-m", NODE_MODULE, *ros_args(params)], stdout=log,
+                                     stderr=subprocess.STDOUT, env=_env())
+            try:
+                return self._request({"cmd": "round_trip", "camera": camera, "repeats": repeats,
+                                      "node_pid": probe.pid}, 180.0)
+            finally:
+                _stop(probe)
+
     def finish(self) -> dict[str, Any]:
         """The conversion costs and the node's peak RSS; the driver then exits."""
         return self._request({"cmd": "finish"}, 300.0)
@@ -151,14 +168,8 @@ class RosSession:
                 return answer
 
     def close(self) -> None:
-        for proc in (self.driver, self.node):
-            if proc.poll() is None:
-                proc.send_signal(signal.SIGINT)
-                try:
-                    proc.wait(20)
-                except subprocess.TimeoutExpired:
-                    proc.kill()
-                    proc.wait(10)
+        _stop(self.driver)
+        _stop(self.node)
         self._log.close()
 
     def __enter__(self) -> "RosSession":
@@ -166,6 +177,16 @@ class RosSession:
 
     def __exit__(self, *exc: Any) -> None:
         self.close()
+
+
+def _stop(proc: subprocess.Popen) -> None:
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(20)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            proc.wait(10)
 
 
 # ------------------------------------------------------------------------------------------- driver
@@ -203,9 +224,12 @@ def drive(spec: Mapping[str, Any], node_pid: int) -> None:
             received[(cam, msg.header.stamp.sec, msg.header.stamp.nanosec)] = (t, msg)
             lock.notify_all()
 
-    for c in cams:
-        node.create_subscription(ScrapInstanceArray, f"{c}/scrap_instances", lambda m, c=c: on_array(c, m),
+    def subscribe(cam: str) -> None:
+        node.create_subscription(ScrapInstanceArray, f"{cam}/scrap_instances", lambda m: on_array(cam, m),
                                  output_qos(50))
+
+    for c in cams:
+        subscribe(c)
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     spinner = threading.Thread(target=executor.spin, daemon=True)
@@ -218,6 +242,21 @@ def drive(spec: Mapping[str, Any], node_pid: int) -> None:
         answer({"ready": True})
         for line in sys.stdin:
             request = json.loads(line)
+            if request["cmd"] == "round_trip":
+                cam = request["camera"]
+                pubs = (node.create_publisher(Image, f"{cam}/image_raw", qos),
+                        node.create_publisher(Detection2DArray, f"{cam}/detections", qos))
+                subscribe(cam)
+                _wait_for_node(node, pubs, [cam], int(request["node_pid"]), 120.0)
+                image, empty = rgb_to_image(frames[0].rgb), Detection2DArray()
+                times = []
+                for _ in range(int(request["repeats"]) + 2):  # the first two warm up
+                    result, _ = _frame_set([image], [empty], [cam], pubs[:1], pubs[1:], received, lock, 30.0)
+                    if result["missed"]:
+                        raise RuntimeError("the model-free probe node returned no array within 30 s")
+                    times.append(result["set_s"])
+                answer({"round_trip_s": statistics.median(times[2:]), "samples_s": times[2:]})
+                continue
             if request["cmd"] == "finish":
                 answer({"conversions": _conversion_costs(node, frames[0], arrays),
                         "node_peak_rss_mb": status_mb("VmHWM", node_pid),
