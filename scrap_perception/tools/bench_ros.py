@@ -100,7 +100,8 @@ class RosSession:
         self.node = subprocess.Popen([sys.executable, "-m", NODE_MODULE, *ros_args(params)], stdout=self._log,
                                      stderr=subprocess.STDOUT, env=_env())
         self.driver = subprocess.Popen([sys.executable, "-m", DRIVER_MODULE, str(spec_path), str(self.node.pid)],
-                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True, env=_env())
+                                       stdin=subprocess.PIPE, stdout=subprocess.PIPE, env=_env())
+        self._pending = b""  # driver output read but not yet split into lines
         try:
             self._answer(startup_timeout + 30.0)  # {"ready": true} once the node subscribes
         except BaseException:
@@ -137,15 +138,25 @@ class RosSession:
 
     def _request(self, request: Mapping[str, Any], timeout: float) -> dict[str, Any]:
         try:
-            self.driver.stdin.write(json.dumps(request) + "\n")
+            self.driver.stdin.write((json.dumps(request) + "\n").encode())
             self.driver.stdin.flush()
         except BrokenPipeError:
             pass  # the driver is gone; _answer says why
         return self._answer(timeout)
 
     def _answer(self, timeout: float) -> dict[str, Any]:
+        """The driver's next answer line. Its stdout is read unbuffered (os.read): other output there
+        (middleware messages) is skipped, and select never waits on data already read."""
         deadline = time.monotonic() + timeout
         while True:
+            while b"\n" in self._pending:
+                raw, self._pending = self._pending.split(b"\n", 1)
+                line = raw.decode(errors="replace")
+                if line.startswith(self.ANSWER):
+                    answer = json.loads(line[len(self.ANSWER):])
+                    if "error" in answer:
+                        raise RuntimeError(answer["error"])
+                    return answer
             if self.node.poll() is not None:
                 tail = (self.out_dir / "ros_node.log").read_text(errors="replace")[-2000:]
                 raise RuntimeError(f"the perception node exited with code {self.node.returncode}; log tail:\n{tail}")
@@ -156,16 +167,12 @@ class RosSession:
             ready, _, _ = select.select([self.driver.stdout], [], [], min(left, 0.5))
             if not ready:
                 continue
-            line = self.driver.stdout.readline()
-            if not line:
+            chunk = os.read(self.driver.stdout.fileno(), 1 << 16)
+            if not chunk:
                 self.driver.wait(10)
                 raise RuntimeError(f"the ROS driver failed (exit code {self.driver.returncode}, its message "
                                    f"above); node log: {self.out_dir / 'ros_node.log'}")
-            if line.startswith(self.ANSWER):
-                answer = json.loads(line[len(self.ANSWER):])
-                if "error" in answer:
-                    raise RuntimeError(answer["error"])
-                return answer
+            self._pending += chunk
 
     def close(self) -> None:
         _stop(self.driver)
