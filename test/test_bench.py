@@ -285,3 +285,29 @@ def test_a_node_that_cannot_start_leaves_the_in_process_results(tmp_path, capsys
     assert "segmenter.checkpoint" in report["ros_skipped"] and "missing.pth" in report["ros_skipped"]
     assert all("ros" not in r and r["core"]["median_s"] > 0 for r in report["results"])
     assert "ROS part skipped: failed" in (out / "bench.md").read_text()
+
+
+@pytest.mark.ros
+@pytest.mark.slow
+def test_a_failed_round_trip_leaves_the_frame_set_results(tmp_path, capsys, monkeypatch):
+    """The driver answers a round trip that cannot run (its probe node is gone) and keeps serving."""
+    import subprocess
+    import sys
+
+    from scrap_perception.tools import bench_ros
+
+    if bench_ros.unavailable_reason():
+        pytest.skip(bench_ros.unavailable_reason())
+    gone = subprocess.Popen([sys.executable, "-c", "pass"])
+    gone.wait()
+    monkeypatch.setattr(bench_ros.RosSession, "round_trip", lambda self: self._request(
+        {"cmd": "round_trip", "camera": "bench_gone", "repeats": 1, "node_pid": gone.pid}, 60.0))
+    out = tmp_path / "bench"
+    assert bench.main(["--quick", "--modes", "core,ros", "--out", str(out)]) == 0
+    report = json.loads((out / "bench.json").read_text())
+    assert report["ros_skipped"] is None
+    assert all(r["ros"]["missed"] == 0 and r["ros"]["instances_equal_core"] for r in report["results"])
+    conv = report["ros_conversions"]
+    assert "round_trip_s" not in conv and "exited before it was ready" in conv["round_trip_error"]
+    assert conv["array_instances"] == 20  # the driver went on to the conversion costs
+    assert "round trip not measured" in (out / "bench.md").read_text()

@@ -199,7 +199,8 @@ def _stop(proc: subprocess.Popen) -> None:
 # ------------------------------------------------------------------------------------------- driver
 def drive(spec: Mapping[str, Any], node_pid: int) -> None:
     """The driver process (see the module docstring): answers RosSession's requests read from stdin,
-    'set' (one frame set) and 'finish' (the conversion costs, then exit)."""
+    'set' (one frame set), 'round_trip' (the model-free probe node; a failure is answered, the session
+    goes on) and 'finish' (the conversion costs, then exit)."""
     import threading
 
     import rclpy
@@ -254,15 +255,12 @@ def drive(spec: Mapping[str, Any], node_pid: int) -> None:
                 pubs = (node.create_publisher(Image, f"{cam}/image_raw", qos),
                         node.create_publisher(Detection2DArray, f"{cam}/detections", qos))
                 subscribe(cam)
-                _wait_for_node(node, pubs, [cam], int(request["node_pid"]), 120.0)
-                image, empty = rgb_to_image(frames[0].rgb), Detection2DArray()
-                times = []
-                for _ in range(int(request["repeats"]) + 2):  # the first two warm up
-                    result, _ = _frame_set([image], [empty], [cam], pubs[:1], pubs[1:], received, lock, 30.0)
-                    if result["missed"]:
-                        raise RuntimeError("the model-free probe node returned no array within 30 s")
-                    times.append(result["set_s"])
-                answer({"round_trip_s": statistics.median(times[2:]), "samples_s": times[2:]})
+                try:
+                    _wait_for_node(node, pubs, [cam], int(request["node_pid"]), 120.0)
+                    answer(_round_trip(rgb_to_image(frames[0].rgb), cam, pubs, int(request["repeats"]),
+                                       received, lock))
+                except RuntimeError as e:  # the frame-set results stand: say why, keep serving
+                    answer({"error": f"round trip: {e}"})
                 continue
             if request["cmd"] == "finish":
                 answer({"conversions": _conversion_costs(node, frames[0], arrays),
@@ -294,6 +292,20 @@ def drive(spec: Mapping[str, Any], node_pid: int) -> None:
 def answer(obj: Mapping[str, Any]) -> None:
     """One answer line to the benchmark (RosSession); rclpy and tqdm write to stderr."""
     print(RosSession.ANSWER + json.dumps(obj), flush=True)
+
+
+def _round_trip(image: Any, cam: str, pubs: Sequence[Any], repeats: int, received: dict,
+                lock: Any) -> dict[str, Any]:
+    """``image`` with an empty Detection2DArray to ``cam``, ``repeats`` times after 2 warm-ups."""
+    from vision_msgs.msg import Detection2DArray
+
+    times = []
+    for _ in range(repeats + 2):
+        result, _ = _frame_set([image], [Detection2DArray()], [cam], pubs[:1], pubs[1:], received, lock, 30.0)
+        if result["missed"]:
+            raise RuntimeError("the model-free probe node returned no array within 30 s")
+        times.append(result["set_s"])
+    return {"round_trip_s": statistics.median(times[2:]), "samples_s": times[2:]}
 
 
 def _wait_for_node(node: Any, pubs: Sequence[Any], cams: Sequence[str], node_pid: int, timeout: float) -> None:
