@@ -13,7 +13,7 @@ demo: setup
 	$(ENV) && python -m scrap_perception.ros.demo
 
 test: setup
-	$(ENV) && python -m pytest -ra $(PYTEST_ARGS)
+	$(ENV) && python -m flake8 scrap_perception test && python -m pytest -ra $(PYTEST_ARGS)
 
 test-fast: setup
 	$(ENV) && python -m pytest -ra -m "not slow" $(PYTEST_ARGS)

@@ -25,9 +25,13 @@ def _nodes(context):
              parameters=[{"output": arg("output"), "topics": topics + ["/diagnostics"],
                           "overlay_dir": arg("overlay_dir"), "summary": arg("output") + ".summary.json"}],
              output="screen"),
+        # The replay starts once the node (it subscribes when its models are loaded) and the recorder both
+        # subscribe to every image and detection topic, and then waits for each frame's results
+        # (lockstep): every replayed image yields one recorded ScrapInstanceArray.
         Node(package="scrap_perception", executable="replay_node", name="scrap_replay",
              parameters=[{"source": arg("source"), "camera_names": cameras, "rate": float(arg("rate")),
-                          "jitter_px": float(arg("jitter_px")), "loop": arg("loop").lower() == "true"}],
+                          "jitter_px": float(arg("jitter_px")), "loop": arg("loop").lower() == "true",
+                          "min_subscribers": 2, "wait_for_subscribers": 300.0, "lockstep": True}],
              output="screen"),
     ]
 

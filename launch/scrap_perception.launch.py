@@ -1,10 +1,11 @@
-"""Starts scrap_perception_node.
+"""Starts scrap_perception_node (a managed node: with autostart it configures and activates itself).
 
     ros2 launch scrap_perception scrap_perception.launch.py \
         params_file:=/path/my.yaml camera_names:="[cam_left, cam_right]" namespace:=yard1 log_level:=debug
 
 Arguments: params_file (default: the package's config/scrap_perception.yaml), camera_names (YAML list;
-empty = the params file's), namespace, use_sim_time, log_level.
+empty = the params file's), namespace, autostart (true: active once its models are loaded; false: left
+unconfigured for `ros2 lifecycle set`), use_sim_time, log_level.
 """
 import yaml
 from launch import LaunchDescription
@@ -16,7 +17,8 @@ from launch_ros.substitutions import FindPackageShare
 
 def _node(context):
     cameras = LaunchConfiguration("camera_names").perform(context).strip()
-    overrides = {"use_sim_time": LaunchConfiguration("use_sim_time").perform(context).lower() == "true"}
+    flag = lambda name: LaunchConfiguration(name).perform(context).strip().lower() == "true"  # noqa: E731
+    overrides = {"use_sim_time": flag("use_sim_time"), "autostart": flag("autostart")}
     if cameras:
         overrides["camera_names"] = [str(c) for c in yaml.safe_load(cameras)]
     return [Node(
@@ -35,6 +37,8 @@ def generate_launch_description():
         DeclareLaunchArgument("camera_names", default_value="",
                               description="Cameras as a YAML list, e.g. [cam_left, cam_right]; empty = params_file's"),
         DeclareLaunchArgument("namespace", default_value="", description="Namespace of the node and its topics"),
+        DeclareLaunchArgument("autostart", default_value="true",
+                              description="Configure and activate at start-up (true/false)"),
         DeclareLaunchArgument("use_sim_time", default_value="false", description="Use /clock (true/false)"),
         DeclareLaunchArgument("log_level", default_value="info", description="debug, info, warn, error or fatal"),
         OpaqueFunction(function=_node),

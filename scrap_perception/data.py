@@ -7,8 +7,12 @@ instance's class id is the label's id (``DEFAULT_LABELS``: Angle 0 ... U 6).
 
 Bad data raises ``DatasetError`` naming the file and the record: an unreadable or missing image, an
 annotation whose image is not in the json, a polygon or RLE that decodes to an empty mask, an unknown
-category. Crowd annotations and instances under ``min_area`` pixels are left out and counted
-(``skipped``), never dropped silently.
+category. The json's structure and categories are checked on opening; ``validate`` reads every image
+and decodes every mask, so a tool finds a bad record before it does any work. Crowd annotations and
+instances under ``min_area`` pixels are left out and counted (``skipped``), never dropped silently.
+
+``CocoWriter`` builds the other direction: predicted instances (export, prelabel) as a COCO json with
+RLE or polygon masks, classes and scores as annotation attributes.
 """
 from __future__ import annotations
 
@@ -247,6 +251,20 @@ class CocoDataset:
                                f"{rec['width']}x{rec['height']}")
         return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
 
+    def validate(self, indices: Optional[Sequence[int]] = None, progress: bool = False) -> "CocoDataset":
+        """Reads every image of ``indices`` (default all) and decodes each of its annotations, crowd ones
+        included; raises DatasetError naming the first bad record (unreadable or missing image, wrong
+        size, empty or undecodable mask). Returns the dataset."""
+        from tqdm import tqdm
+
+        todo = range(len(self)) if indices is None else indices
+        for i in tqdm(todo, desc="validate", unit="img", disable=not progress, leave=False):
+            self.load_image(i)
+            rec = self._images[i]
+            for ann in self._anns[i]:
+                self.decode(ann, int(rec["height"]), int(rec["width"]))
+        return self
+
     def __iter__(self) -> Iterator[tuple[np.ndarray, Sample]]:
         """(rgb, sample) per image, in json order."""
         for i in range(len(self)):
@@ -320,3 +338,87 @@ def classification_set(dataset: CocoDataset, min_area: int = 0, progress: bool =
         ids.extend(inst.class_id for inst in keep)
         refs.extend((sample.image_id, inst.ann_id) for inst in keep)
     return CropSet(crops, np.asarray(ids, np.int64), refs)
+
+
+SEGMENTATIONS = ("rle", "polygon")
+
+
+def mask_polygons(mask: InstanceMask) -> list[list[float]]:
+    """COCO polygons [x1, y1, x2, y2, ...] of a mask's outer contours (OpenCV ``findContours``, pixel
+    centres at (c + 0.5, r + 0.5)); contours of fewer than 3 points are left out, holes are lost."""
+    x, y, w, h = mask.roi
+    if not w or not h:
+        return []
+    contours, _ = cv2.findContours(np.ascontiguousarray(mask.mask, np.uint8), cv2.RETR_EXTERNAL,
+                                   cv2.CHAIN_APPROX_SIMPLE)
+    return [(c.reshape(-1, 2) + [x + 0.5, y + 0.5]).ravel().astype(float).tolist() for c in contours if len(c) >= 3]
+
+
+class CocoWriter:
+    """A COCO instance-segmentation json of predicted instances (export, prelabel), built image by image.
+
+    Categories are ``coco_categories(labels)`` (ids 1..K in label order) plus 'Unknown' (id K + 1) once an
+    instance has no class (UNKNOWN_ID), so the file says which classes still need a person; scrap-tools
+    refuse that category until it is corrected. segmentation 'rle': compressed RLE of the full-image mask
+    (iscrowd 0; CVAT imports it as a mask); 'polygon': ``mask_polygons`` (Label Studio imports polygons
+    only). Every annotation has bbox (x, y, w, h of the mask's ROI), area (mask pixels) and ``attributes``
+    (scalars: the class name and scores, the instance id, ...). ``skipped`` counts masks left out (empty,
+    or no polygon of 3 points)."""
+
+    def __init__(self, labels: Sequence[Label] = DEFAULT_LABELS, segmentation: str = "rle") -> None:
+        if segmentation not in SEGMENTATIONS:
+            raise ValueError(f"segmentation must be one of {SEGMENTATIONS}, not {segmentation!r}")
+        self.labels = tuple(labels)
+        self.segmentation = segmentation
+        self.images: list[dict] = []
+        self.annotations: list[dict] = []
+        self.skipped: Counter[str] = Counter()
+        self._category = {lb.id: k + 1 for k, lb in enumerate(self.labels)}
+
+    def add_image(self, file_name: str, height: int, width: int, **fields: Any) -> int:
+        """Adds an image record (``fields``: extra keys such as camera, stamp); returns its id (1, 2, ...)."""
+        image_id = len(self.images) + 1
+        self.images.append({"id": image_id, "file_name": file_name, "height": int(height), "width": int(width),
+                            **fields})
+        return image_id
+
+    def category_of(self, class_id: int) -> int:
+        """The COCO category id of a label id (UNKNOWN_ID: the 'Unknown' category); KeyError otherwise."""
+        from .labels import UNKNOWN_ID
+
+        if class_id == UNKNOWN_ID:
+            return len(self.labels) + 1
+        return self._category[class_id]
+
+    def add_instance(self, image_id: int, mask: InstanceMask, class_id: int, attributes: dict[str, Any]
+                     ) -> Optional[int]:
+        """Adds one instance of image ``image_id``; returns its annotation id, or None when it is skipped."""
+        rec = self.images[image_id - 1]
+        if mask.area == 0:
+            self.skipped["empty_mask"] += 1
+            return None
+        if self.segmentation == "rle":
+            seg: Any = mask_to_rle(mask.full((rec["height"], rec["width"])))
+        else:
+            seg = mask_polygons(mask)
+            if not seg:
+                self.skipped["no_polygon"] += 1
+                return None
+        x, y, w, h = mask.roi
+        ann_id = len(self.annotations) + 1
+        self.annotations.append({"id": ann_id, "image_id": image_id, "category_id": self.category_of(int(class_id)),
+                                 "segmentation": seg, "bbox": [float(x), float(y), float(w), float(h)],
+                                 "area": int(mask.area), "iscrowd": 0, "attributes": dict(attributes)})
+        return ann_id
+
+    def to_json(self) -> dict:
+        from .labels import UNKNOWN_NAME
+
+        categories = coco_categories(self.labels)
+        if any(a["category_id"] == len(self.labels) + 1 for a in self.annotations):
+            categories.append({"id": len(self.labels) + 1, "name": UNKNOWN_NAME, "supercategory": "scrap"})
+        return {"images": self.images, "annotations": self.annotations, "categories": categories,
+                "info": {"description": "scrap_perception predictions for correction"}}
+
+    def write(self, path: str | os.PathLike) -> Path:
+        return write_json(path, self.to_json())

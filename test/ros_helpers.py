@@ -7,9 +7,9 @@ from __future__ import annotations
 
 import json
 import os
+import shutil
 import signal
 import subprocess
-import sys
 import threading
 import time
 from collections import defaultdict
@@ -20,15 +20,15 @@ import numpy as np
 
 from scrap_perception.masks import InstanceMask
 from scrap_perception.prompts import Prompt
+from scrap_perception.ros import processes
+from scrap_perception.ros.processes import FASTDDS_PROFILE, ROOT
 from scrap_perception.segmentation.base import EncodedImage, Segmenter
+from tiny_models import SMALL_SAM_ARCH, small_clip_json
 
-ROOT = Path(__file__).resolve().parents[1]
 CONFIG = ROOT / "config" / "scrap_perception.yaml"
 # Best-effort images over 512 KB need Fast DDS's larger shared-memory segment (see the file). Set before
 # any participant exists (this module is imported at collection); node processes inherit it.
-os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(ROOT / "config" / "fastdds_large_images.xml"))
-# A small SAM ViT-B (random weights) that encodes in a fraction of a second here.
-SMALL_SAM_ARCH = {"embed_dim": 96, "depth": 2, "num_heads": 2, "global_attn_indexes": [1], "image_size": 256}
+os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(FASTDDS_PROFILE))
 
 
 class BoxSegmenter(Segmenter):
@@ -46,7 +46,7 @@ class BoxSegmenter(Segmenter):
         time.sleep(self.delay * len(images))
         return [EncodedImage(im.shape[:2], im.shape[:2], im) for im in images]
 
-    def segment(self, prompts, encoded=None, return_all=False, return_logits=False):
+    def segment(self, prompts, encoded=None, return_logits=False):
         h, w = (encoded or self.encoded).original_hw
         out = []
         for p in prompts:
@@ -57,58 +57,32 @@ class BoxSegmenter(Segmenter):
 
 # --- processes ---------------------------------------------------------------------------------------
 def ros_args(params_file: Optional[Path] = None, **params: Any) -> list[str]:
-    """['--ros-args', '--params-file', f, '-p', 'name:=value', ...]; lists and dicts as YAML/JSON."""
-    args = ["--ros-args"]
-    if params_file is not None:
-        args += ["--params-file", str(params_file)]
-    for name, value in params.items():
-        args += ["-p", f"{name.replace('__', '.')}:={_yaml_value(value)}"]
-    return args
+    """``processes.ros_args`` with keyword parameters: ``a__b=1`` is parameter ``a.b``."""
+    return processes.ros_args(params_file, {name.replace("__", "."): value for name, value in params.items()})
 
 
-def _yaml_value(v: Any) -> str:
-    if isinstance(v, bool):
-        return "true" if v else "false"
-    if isinstance(v, (list, tuple)):
-        return "[" + ",".join(_yaml_value(x) for x in v) + "]"
-    if isinstance(v, str):
-        return "'" + v + "'" if v and any(c in v for c in ":{}[],") else v
-    return repr(v)
-
-
-class NodeProcess:
-    """A node in its own process; stdout/stderr go to files under ``log_dir``."""
+class NodeProcess(processes.NodeProcess):
+    """A node in its own process, started in the repo root; stdout/stderr go to files under ``log_dir``."""
 
     def __init__(self, module: str, args: Sequence[str], log_dir: Path, name: str, env: Optional[dict] = None):
-        self.name = name
-        self.out_path, self.err_path = log_dir / f"{name}.out", log_dir / f"{name}.err"
-        full_env = dict(os.environ, PYTHONUNBUFFERED="1", RCUTILS_COLORIZED_OUTPUT="0", **(env or {}))
-        self._out, self._err = open(self.out_path, "wb"), open(self.err_path, "wb")
-        self.proc = subprocess.Popen([sys.executable, "-m", module, *args], stdout=self._out, stderr=self._err,
-                                     env=full_env, cwd=str(ROOT))
+        super().__init__(module, args, log_dir / f"{name}.out", log_dir / f"{name}.err", env=env, name=name,
+                         cwd=str(ROOT))
+        self.out_path, self.err_path = self.log, self.err_log
 
     def output(self) -> str:
-        self._out.flush()
-        self._err.flush()
         return self.out_path.read_text(errors="replace") + self.err_path.read_text(errors="replace")
 
     @property
     def stderr(self) -> str:
         return self.err_path.read_text(errors="replace")
 
-    def alive(self) -> bool:
-        return self.proc.poll() is None
-
     def interrupt(self, timeout: float = 10.0) -> tuple[Optional[int], float]:
-        """Sends SIGINT; returns (exit code or None if still running after ``timeout``, seconds taken)."""
+        """Sends SIGINT; returns (exit code or None if still running after ``timeout``, seconds taken).
+        Unlike ``stop`` it never kills: the tests check that SIGINT alone ends the node."""
         t0 = time.monotonic()
         if self.alive():
             self.proc.send_signal(signal.SIGINT)
-        try:
-            code = self.proc.wait(timeout)
-        except subprocess.TimeoutExpired:
-            code = None
-        return code, time.monotonic() - t0
+        return self.wait(timeout), time.monotonic() - t0
 
     def wait(self, timeout: float) -> Optional[int]:
         try:
@@ -117,11 +91,11 @@ class NodeProcess:
             return None
 
     def close(self) -> None:
+        """Kills the node if it still runs (a test that cares stops it with ``interrupt`` first)."""
         if self.alive():
             self.proc.kill()
             self.proc.wait(5)
-        self._out.close()
-        self._err.close()
+        self.stop()
 
 
 def start_node(log_dir: Path, name: str = "node", params_file: Optional[Path] = CONFIG, **params: Any) -> NodeProcess:
@@ -131,11 +105,7 @@ def start_node(log_dir: Path, name: str = "node", params_file: Optional[Path] = 
 def small_models(tmp: Path, sam: str = "small") -> dict[str, Any]:
     """Node parameters for random-weight models: a small SAM ViT-B (or 'vit_t': real MobileSAM) and a
     small CN-CLIP from a JSON config."""
-    from scrap_perception.classification import small_clip_config
-
-    clip_json = tmp / "small_clip.json"
-    clip_json.write_text(json.dumps(small_clip_config()))
-    out = {"classifier.model": str(clip_json), "segmenter.device": "cpu", "classifier.device": "cpu",
+    out = {"classifier.model": small_clip_json(tmp), "segmenter.device": "cpu", "classifier.device": "cpu",
            "segmenter.checkpoint": "random", "classifier.checkpoint": "random"}
     if sam == "small":
         out.update({"segmenter.model_type": "vit_b", "segmenter.arch": json.dumps(SMALL_SAM_ARCH)})
@@ -149,14 +119,15 @@ class Client:
     """An rclpy node of the test process, spun in a background thread: publishes camera topics and
     collects what the node publishes (with receipt times)."""
 
-    def __init__(self, cameras: Sequence[str], overlay_cameras: Sequence[str] = (), name: str = "test_client"):
+    def __init__(self, cameras: Sequence[str], overlay_cameras: Sequence[str] = (), name: str = "test_client",
+                 views_topic: str = ""):
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
         from rclpy.executors import SingleThreadedExecutor
-        from sensor_msgs.msg import Image
+        from sensor_msgs.msg import CameraInfo, Image
         from vision_msgs.msg import Detection2DArray
 
-        from scrap_perception.msg import ScrapInstanceArray
+        from scrap_perception.msg import ScrapInstanceArray, ScrapViewSet
         from scrap_perception.ros.qos import output_qos
 
         self.context = rclpy.Context()
@@ -165,6 +136,8 @@ class Client:
         qos = output_qos(50)
         self.image_pubs = {c: self.node.create_publisher(Image, f"/{c}/image_raw", qos) for c in cameras}
         self.det_pubs = {c: self.node.create_publisher(Detection2DArray, f"/{c}/detections", qos) for c in cameras}
+        self.info_pubs = {c: self.node.create_publisher(CameraInfo, f"/{c}/camera_info", qos) for c in cameras}
+        self.views: list[tuple[float, Any]] = []  # ScrapViewSets received on views_topic
         self.lock = threading.RLock()
         self.arrays: dict[str, list[tuple[float, Any]]] = defaultdict(list)
         self.overlays: dict[str, list[Any]] = defaultdict(list)
@@ -177,6 +150,9 @@ class Client:
                                           lambda m, c=c: self._keep(self.overlays[c], m), output_qos(100))
         self.node.create_subscription(DiagnosticArray, "/diagnostics",
                                       lambda m: self._keep(self.diagnostics, m), 100)
+        if views_topic:
+            self.node.create_subscription(ScrapViewSet, views_topic, lambda m: self._keep(self.views, m),
+                                          output_qos(1000))
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         self._thread = threading.Thread(target=self._spin, daemon=True)
@@ -275,3 +251,110 @@ def rss_mb(pid: int) -> float:
         if line.startswith("VmRSS:"):
             return int(line.split()[1]) / 1024
     raise RuntimeError(f"no VmRSS for pid {pid}")
+
+
+# --- the ros2 command line, as users type it ------------------------------------------------------------
+def ros2_executable() -> str:
+    """The ``ros2`` executable with this package in its ament index. Missing: a failure in CI (the tests of
+    the real command line must run there), a skip elsewhere."""
+    import pytest
+
+    exe = shutil.which("ros2")
+    problem = None if exe else "the ros2 CLI is not on PATH (source scripts/env.sh after scripts/bootstrap.sh)"
+    if problem is None:
+        try:
+            from ament_index_python.packages import get_package_share_directory
+
+            get_package_share_directory("scrap_perception")
+        except Exception as e:  # ImportError or PackageNotFoundError: no built install space on the path
+            problem = f"scrap_perception is not in the ament index ({e}); run scripts/bootstrap.sh"
+    if problem:
+        if os.environ.get("CI", "").lower() in ("true", "1", "yes"):
+            pytest.fail(f"CI: {problem}")
+        pytest.skip(problem)
+    return exe
+
+
+def ros2(verb: str, sub: str, *args: str, timeout: float = 60.0, check: bool = True) -> subprocess.CompletedProcess:
+    """Runs ``ros2 <verb> <sub> <args>`` as a user would type it, but without the ros2 daemon (a process
+    the test would leave behind) and with 3 s of discovery instead (more on a retry when the node was not
+    discovered); with ``check``, a non-zero exit fails with its output."""
+    for spin in ("3", "6", "10"):  # discovery on a loaded machine can take longer: retry as a user would
+        argv = [shutil.which("ros2") or "ros2", verb, sub, "--no-daemon", "--spin-time", spin, *args]
+        proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=processes.node_env(),
+                              stdin=subprocess.DEVNULL)
+        if "Node not found" not in proc.stdout + proc.stderr:
+            break
+    if check:
+        assert proc.returncode == 0, f"{' '.join(argv)} -> {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
+    return proc
+
+
+class Ros2Launch:
+    """``ros2 launch scrap_perception <file> <name>:=<value>...`` in its own process group (as a terminal
+    runs it), its output in ``tmp/<file>.log``."""
+
+    def __init__(self, tmp: Path, launch_file: str, **args: Any) -> None:
+        self.log_path = tmp / f"{launch_file}.log"
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen([ros2_executable(), "launch", "scrap_perception", launch_file,
+                                      *(f"{k}:={v}" for k, v in args.items())],
+                                     stdout=self._log, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                                     env=processes.node_env(), cwd=str(tmp), start_new_session=True)
+        self.pgid = self.proc.pid  # start_new_session: launch leads its own group, its nodes join it
+
+    def output(self) -> str:
+        return self.log_path.read_text(errors="replace")
+
+    def group(self) -> list[int]:
+        """Live (not zombie) processes of the launch's process group."""
+        pids = []
+        for stat in Path("/proc").glob("[0-9]*/stat"):
+            try:
+                fields = stat.read_text().rsplit(")", 1)[1].split()
+            except OSError:
+                continue
+            if int(fields[2]) == self.pgid and fields[0] != "Z":
+                pids.append(int(stat.parent.name))
+        return pids
+
+    def wait_for(self, cond: Callable[[str], bool], timeout: float, what: str) -> None:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            out = self.output()
+            if cond(out):
+                return
+            if self.proc.poll() is not None or "process has died" in out:
+                break
+            time.sleep(0.05)
+        raise AssertionError(f"no {what} within {timeout} s:\n{self.output()[-4000:]}")
+
+    def ctrl_c(self, repeats: int = 3, gaps: tuple[float, ...] = (0.02, 0.1, 0.3), timeout: float = 20.0) -> float:
+        """SIGINT to the group, then ``repeats`` more after ``gaps`` seconds each; returns the seconds from
+        the first until no process of the group is left (bounded by ``timeout``: then it fails)."""
+        t0 = time.monotonic()
+        os.killpg(self.pgid, signal.SIGINT)
+        gone: Optional[float] = None
+        pending = [t0 + sum(gaps[:i + 1]) for i in range(repeats)]
+        while time.monotonic() - t0 < timeout:
+            if pending and time.monotonic() >= pending[0]:
+                pending.pop(0)
+                try:
+                    os.killpg(self.pgid, signal.SIGINT)
+                except ProcessLookupError:  # all gone already
+                    pending.clear()
+            if gone is None and not self.group():
+                gone = time.monotonic() - t0
+                if not pending:
+                    break
+            time.sleep(0.01)
+        self.proc.wait(5)
+        assert gone is not None, f"processes still running {timeout} s after Ctrl-C:\n{self.output()[-4000:]}"
+        return gone
+
+    def close(self) -> None:
+        if self.group():
+            os.killpg(self.pgid, signal.SIGKILL)
+        if self.proc.poll() is None:
+            self.proc.wait(10)
+        self._log.close()

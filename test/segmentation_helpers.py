@@ -8,9 +8,9 @@ import torch
 from scipy.optimize import linear_sum_assignment
 
 from scrap_perception.prompts import Prompt, box_point_prompt, box_prompt
+from tiny_models import SMALL_SAM_ARCH
 
-# A SAM ViT-B-like model small enough for many CPU encodes: 2 blocks, 256-pixel input.
-SMALL_VIT = {"embed_dim": 96, "depth": 2, "num_heads": 2, "global_attn_indexes": [1], "image_size": 256}
+SMALL_VIT = SMALL_SAM_ARCH  # the segmentation tests' name for it
 
 # Landscape, portrait, small and odd (H, W).
 IMAGE_SIZES = [(720, 1280), (640, 360), (48, 64), (333, 517)]

@@ -14,13 +14,14 @@ from scrap_perception.classification import build_classifier, small_clip_config
 from scrap_perception.pipeline import Pipeline
 from scrap_perception.prompts import box_point_prompt
 from scrap_perception.segmentation import build_segmenter
-from scrap_perception.tools import bench, bench_modes
-from scrap_perception.tools.bench_floor import Floor, chunk_candidates
-from scrap_perception.tools.bench_frames import load_frames, make_frames, save_frames
-from scrap_perception.tools.bench_timing import Clock, measure, measure_interleaved
-from scrap_perception.tools.naive import NaivePipeline
+from scrap_perception.tools.bench import cli as bench
+from scrap_perception.tools.bench import modes as bench_modes
+from scrap_perception.tools.bench.floor import Floor, best_chunk, chunk_candidates
+from scrap_perception.tools.bench.frames import load_frames, make_frames, save_frames
+from scrap_perception.tools.bench.naive import NaivePipeline
+from scrap_perception.tools.bench.timing import Clock, measure, measure_interleaved
+from tiny_models import SMALL_SAM_ARCH
 
-SMALL_SAM = {"embed_dim": 96, "depth": 2, "num_heads": 2, "global_attn_indexes": [1], "image_size": 256}
 HW = (240, 320)
 
 
@@ -30,7 +31,7 @@ def small_models(tmp_path, model_type="vit_b", background="gray", seed=0, raise_
     path.write_text(json.dumps(small_clip_config()))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        seg = build_segmenter(model_type, device="cpu", arch=SMALL_SAM if model_type == "vit_b" else None)
+        seg = build_segmenter(model_type, device="cpu", arch=SMALL_SAM_ARCH if model_type == "vit_b" else None)
         cls = build_classifier(str(path), device="cpu", background=background)
     if raise_iou:  # as the benchmark does: no mask falls under min_mask_score
         with torch.no_grad():
@@ -91,7 +92,7 @@ def test_floor_decoder_is_the_pipelines_decoder(tmp_path):
     frame = make_frames(1, 5, HW, seed=3)[0]
     floor = Floor(seg.model, cls.model, seg.device, seg.dtype, cls.dtype, cls.batch_size, Clock(seg.device))
     enc = seg.encode([frame.rgb])[0]
-    coords, labels, boxes = seg._prompt_tensors([box_point_prompt(b) for b in frame.boxes[:5]], enc)
+    coords, labels, boxes = seg.prompt_tensors([box_point_prompt(b) for b in frame.boxes[:5]], enc)
     own = floor.prompt_tensors(frame.boxes[:5], HW)
     torch.testing.assert_close(own[0], coords, atol=0.5, rtol=0)  # the same points up to resize rounding
     torch.testing.assert_close(own[2], boxes, atol=0.5, rtol=0)
@@ -101,6 +102,16 @@ def test_floor_decoder_is_the_pipelines_decoder(tmp_path):
         assert [len(m) for m, _ in out] == [min(chunk, 5 - s) for s in range(0, 5, chunk)]
         torch.testing.assert_close(torch.cat([m[:, :1] for m, _ in out]), reference, atol=1e-4, rtol=1e-4)
     assert chunk_candidates(5) == [1, 2, 4, 5] and chunk_candidates(1) == [1]
+
+
+def test_floor_chunk_comes_from_the_segmenters_tuner_which_keeps_its_chunk_size(tmp_path):
+    """best_chunk times every candidate through SamSegmenter.tune_chunk_size; the core's size stays."""
+    seg, cls = small_models(tmp_path)
+    floor = Floor(seg.model, cls.model, seg.device, seg.dtype, cls.dtype, cls.batch_size, Clock(seg.device))
+    seg.chunk_size = 3
+    best, timings = best_chunk(seg, floor.embedding, HW, 5)
+    assert sorted(timings) == chunk_candidates(5) and timings[best] == min(timings.values())
+    assert seg.chunk_size == 3
 
 
 @pytest.mark.parametrize("encoder_batch", [1, 2])
@@ -189,12 +200,12 @@ def test_frames_are_deterministic_and_hold_enough_boxes(tmp_path):
 def test_node_parameters_pass_the_nodes_validation(tmp_path):
     from scrap_perception.ros import params
 
-    args = argparse.Namespace(segmenter="vit_b", arch=SMALL_SAM, precision="bf16", quick=True, classifier="x",
+    args = argparse.Namespace(segmenter="vit_b", arch=SMALL_SAM_ARCH, precision="bf16", quick=True, classifier="x",
                               chunk_size=None, seed=0)
     models = bench_modes.Models(args, torch.device("cpu"), Clock("cpu"), tmp_path)
     values = params.validate(bench_modes.node_params(args, models, tmp_path / "s.pth", tmp_path / "c.pt"))
     assert values["segmenter.precision"] == "bf16" and values["classifier.model"].endswith("small_clip.json")
-    assert json.loads(values["segmenter.arch"]) == SMALL_SAM
+    assert json.loads(values["segmenter.arch"]) == SMALL_SAM_ARCH
 
 
 def parser():
@@ -251,7 +262,7 @@ def test_quick_bench_cli_in_process_modes(tmp_path, capsys):
 @pytest.mark.ros
 @pytest.mark.slow
 def test_quick_bench_cli_end_to_end_through_dds(tmp_path, capsys):
-    from scrap_perception.tools.bench_ros import unavailable_reason
+    from scrap_perception.tools.bench.ros_session import unavailable_reason
 
     if unavailable_reason():
         pytest.skip(unavailable_reason())
@@ -261,17 +272,139 @@ def test_quick_bench_cli_end_to_end_through_dds(tmp_path, capsys):
         assert len(r["ros"]["samples_s"]) >= 1 and np.isfinite(r["ratios"]["ros_over_floor"])
     conv = report["ros_conversions"]
     assert conv["array_instances"] == 20 and conv["image_to_rgb_is_view"]
+    assert "round_trip_s" in conv, conv.get("round_trip_error")
     assert 0 < conv["round_trip_s"] < 5 and len(conv["samples_s"]) == 20
-    from scrap_perception.tools.bench_report import RESIDUAL
+    from scrap_perception.tools.bench.report import RESIDUAL
     shares = report["results"][0]["overhead_share"]
     assert "ros: round trip without models (transport, pairing, hand-off)" in shares and RESIDUAL in shares
     assert report["memory"]["ros_node"]["peak_rss_mb"] > 0
+    assert report["camera_sets"]["sets_node"]["holds"]  # the comparison runs by default (its own test below)
+
+
+@pytest.mark.ros
+@pytest.mark.slow
+def test_quick_bench_camera_sets_beside_independent(tmp_path, capsys):
+    """The camera-set comparison: the same 4-camera frame sets to a sync.policy independent and a sets node,
+    interleaved; each node returns every set, the same instances; every ScrapViewSet holds exactly the 4
+    frames sent, and the sets node's own counters account for every set sent. The rows are in bench.json
+    and bench.md, also when rendered again."""
+    from scrap_perception.tools.bench.ros_session import unavailable_reason
+
+    if unavailable_reason():
+        pytest.skip(unavailable_reason())
+    out = tmp_path / "bench"
+    code = bench.main(["--quick", "--modes", "core,sets", "--out", str(out)])
+    printed = capsys.readouterr()
+    assert code == 0, printed.err[-3000:]
+    report = json.loads((out / "bench.json").read_text())
+    cs = report["camera_sets"]
+    assert (cs["cameras"], cs["boxes"], cs["warmup"], cs["sent"]) == (4, 3, 1, 6)
+    assert set(cs["policies"]) == {"independent", "sets"}
+    for r in cs["policies"].values():
+        assert r["sets"] == 5 and r["missed"] == 0 and len(r["latency_s"]) == 5
+        assert r["instances"] == [[3, 3, 3, 3]] * 5
+        assert all(np.isfinite(r[k]) and r[k] > 0 for k in ("sets_per_s", "latency_median_s", "latency_p95_s",
+                                                            "first_result_median_s"))
+        assert r["latency_p95_s"] >= r["latency_median_s"] >= r["first_result_median_s"]  # orders, not speeds
+    sets = cs["policies"]["sets"]
+    assert (sets["view_sets"], sets["mismatches"], sets["problems"]) == (5, 0, [])
+    assert cs["instances_equal"] and all(np.isfinite(v) and v > 0 for v in cs["ratios"].values())
+    acc = cs["sets_node"]
+    assert acc["holds"], acc["differences"]
+    assert acc["counters"]["node"]["sets.complete"] == acc["counters"]["node"]["sets.published"] == 6
+    assert acc["counters"]["node"]["sets.expired"] == acc["counters"]["node"]["sets.superseded"] == 0
+    assert sorted(acc["counters"]["cameras"]) == [f"bench_cam{i}" for i in range(4)]
+    assert all(c["processed"] == c["published"] == 6 and c["dropped"] == 0 for c in acc["counters"]["cameras"].values())
+    assert report["memory"]["ros_sets_node"]["peak_rss_mb"] > 0 and "ros" not in report["results"][0]
+    assert report["ros_conversions"] and "round_trip_s" not in report["ros_conversions"]  # no ros mode: no probe
+    (out / "bench.md").unlink()
+    assert bench.main(["--render", str(out)]) == 0
+    md = (out / "bench.md").read_text()
+    assert "| sync.policy | sets | sets/s | latency median | latency p95 |" in md
+    assert "\n| independent | 5 |" in md and "\n| sets | 5 |" in md and "6 sets sent" in md and "holds." in md
+
+
+def answer(set_s, problems=(), views=4, missed=False):
+    """A driver answer to one frame set (RosSession.frame_set), of the sets node when ``views``."""
+    out = {"missed": missed, "set_s": float("nan") if missed else set_s, "latency_s": [] if missed else
+           [set_s / 2, set_s, set_s, set_s], "instances": [] if missed else [2, 2, 2, 2]}
+    if views and not missed:
+        out["view_set"] = {"latency_s": set_s, "views": views, "problems": list(problems), "stale_camera_infos": 0}
+    return out
+
+
+def test_camera_set_rows_count_missed_sets_and_mismatched_view_sets():
+    """The comparison's figures and its accounting from the driver's answers and the node's counters: a set
+    that never came back is missed, a ScrapViewSet of other frames a mismatch, a counter off the sets sent
+    a difference."""
+    from scrap_perception.tools.bench import sets_mode
+
+    wrong_stamp = ["set stamp is not the frames' stamp"]
+    res = sets_mode.result({"independent": [answer(1.0, views=0), answer(3.0, views=0), answer(2.0, views=0)],
+                            "sets": [answer(1.0), answer(0, missed=True), answer(2.0, wrong_stamp),
+                                     answer(2.0, views=3)]}, cameras=4)
+    ind, sets = res["policies"]["independent"], res["policies"]["sets"]
+    assert (ind["sets"], ind["missed"], ind["latency_median_s"], ind["sets_per_s"]) == (3, 0, 2.0, 0.5)
+    assert ind["latency_p95_s"] == pytest.approx(2.9) and ind["first_result_median_s"] == 1.0
+    assert "view_sets" not in ind
+    assert (sets["sets"], sets["missed"], sets["view_sets"], sets["mismatches"]) == (4, 1, 3, 2)
+    assert sets["problems"] == wrong_stamp
+    assert res["ratios"]["sets_per_s"] == pytest.approx(0.6 / 0.5) and res["instances_equal"]
+    cams = {"paired": 6, "processed": 6, "dropped": 0, "published": 6, "failed": 0, "set.expired": 0, "set.late": 0,
+            "set.missing": 0, "camera_info_missing": 2}
+    node = {"sets.complete": 6, "sets.partial": 0, "sets.expired": 0, "sets.superseded": 0, "sets.published": 6,
+            "sets.waiting": 0}
+    ok = sets_mode.accounting({"node": node, "cameras": {"c0": cams, "c1": cams}}, sent=6)
+    assert ok["holds"] and ok["differences"] == []  # camera_info_missing is reported only
+    bad = sets_mode.accounting({"node": dict(node, **{"sets.superseded": 1, "sets.published": 5}),
+                                "cameras": {"c0": cams, "c1": dict(cams, dropped=1, processed=5)}}, sent=6)
+    assert not bad["holds"] and bad["differences"] == [
+        "sets.superseded 1 (expected 0)", "sets.published 5 (expected 6)", "c1 processed 5 (expected 6)",
+        "c1 dropped 1 (expected 0)"]
+
+
+@pytest.mark.ros
+def test_view_set_check_finds_every_difference_from_the_frames_sent():
+    """bench_driver's ScrapViewSet check on real messages: the set the node should publish passes; a wrong
+    stamp, a partial set, views in another order or short of one, a view that is not its camera's array
+    (the fields that differ), or a missing CameraInfo is named."""
+    from sensor_msgs.msg import CameraInfo
+
+    from scrap_perception.msg import ScrapInstance, ScrapInstanceArray, ScrapViewSet
+    from scrap_perception.ros.bench_driver import _view_set_problems
+
+    stamp, cams = (12, 345), ["a", "b"]
+
+    def array(cam, n=1):
+        msg = ScrapInstanceArray(camera_name=cam, instances=[ScrapInstance(id=f"d{i}") for i in range(n)])
+        msg.header.stamp.sec, msg.header.stamp.nanosec = stamp
+        return msg
+
+    def view_set(views, infos=2, partial=False):
+        msg = ScrapViewSet(views=views, camera_infos=[CameraInfo() for _ in range(infos)], partial=partial)
+        msg.header.stamp.sec, msg.header.stamp.nanosec = stamp
+        return msg
+
+    arrays = [array("a"), array("b")]
+    assert _view_set_problems(view_set([array("a"), array("b")]), arrays, cams, stamp) == []
+    assert _view_set_problems(view_set([array("a"), array("b")]), arrays, cams, (12, 346)) == [
+        "set stamp is not the frames' stamp"]
+    assert _view_set_problems(view_set([array("b"), array("a")]), arrays, cams, stamp) == [
+        "views of ['b', 'a'], not ['a', 'b']", "b: view differs from its scrap_instances array in camera_name",
+        "a: view differs from its scrap_instances array in camera_name"]
+    short = view_set([array("a")], infos=1, partial=True)
+    short.missing_cameras = ["b"]
+    assert _view_set_problems(short, arrays, cams, stamp) == ["partial, missing ['b']",
+                                                              "views of ['a'], not ['a', 'b']"]
+    assert _view_set_problems(view_set([array("a"), array("b", 2)], infos=1), arrays, cams, stamp) == [
+        "b: view differs from its scrap_instances array in instances", "1 camera_infos for 2 views"]
 
 
 @pytest.mark.ros
 def test_a_node_that_cannot_start_leaves_the_in_process_results(tmp_path, capsys, monkeypatch):
-    """The node refuses its parameters and exits: the report says why ros is missing, the rest stands."""
-    from scrap_perception.tools.bench_ros import unavailable_reason
+    """The node refuses its parameters (it stays up, unconfigured): the report says why ros is missing, the
+    rest stands."""
+    from scrap_perception.tools.bench.ros_session import unavailable_reason
 
     if unavailable_reason():
         pytest.skip(unavailable_reason())
@@ -281,7 +414,8 @@ def test_a_node_that_cannot_start_leaves_the_in_process_results(tmp_path, capsys
     out = tmp_path / "bench"
     assert bench.main(["--quick", "--modes", "core,ros", "--out", str(out)]) == 0
     report = json.loads((out / "bench.json").read_text())
-    assert report["ros_skipped"].startswith("failed: the perception node exited with code 2")
+    assert report["ros_skipped"].startswith("failed: bench ros driver: the perception node (independent) refused to "
+                                            "configure")
     assert "segmenter.checkpoint" in report["ros_skipped"] and "missing.pth" in report["ros_skipped"]
     assert all("ros" not in r and r["core"]["median_s"] > 0 for r in report["results"])
     assert "ROS part skipped: failed" in (out / "bench.md").read_text()
@@ -294,14 +428,14 @@ def test_a_failed_round_trip_leaves_the_frame_set_results(tmp_path, capsys, monk
     import subprocess
     import sys
 
-    from scrap_perception.tools import bench_ros
+    from scrap_perception.tools.bench import ros_session as bench_ros
 
     if bench_ros.unavailable_reason():
         pytest.skip(bench_ros.unavailable_reason())
     gone = subprocess.Popen([sys.executable, "-c", "pass"])
     gone.wait()
     monkeypatch.setattr(bench_ros.RosSession, "round_trip", lambda self: self._request(
-        {"cmd": "round_trip", "camera": "bench_gone", "repeats": 1, "node_pid": gone.pid}, 60.0))
+        {"cmd": "round_trip", "namespace": "/bench_gone", "camera": "cam", "repeats": 1, "node_pid": gone.pid}, 60.0))
     out = tmp_path / "bench"
     assert bench.main(["--quick", "--modes", "core,ros", "--out", str(out)]) == 0
     report = json.loads((out / "bench.json").read_text())

@@ -17,3 +17,17 @@ def test_second_bootstrap_run_does_nothing():
         assert proc.returncode == 0, proc.stderr[-3000:]
     steps = [line for line in proc.stderr.splitlines() if line.startswith("[bootstrap]")]
     assert steps == ["[bootstrap] ready: source scripts/env.sh"], proc.stderr[-3000:]
+
+
+@pytest.mark.skipif(not (ROOT / ".venv").exists(), reason="no bootstrapped environment in this checkout")
+def test_scrap_tools_is_a_command_after_sourcing_env(tmp_path):
+    """As a new user types it: `source scripts/env.sh`, then `scrap-tools` from any folder."""
+    env = {k: v for k, v in os.environ.items()
+           if k not in ("VIRTUAL_ENV", "SCRAP_VENV", "PYTHONPATH", "AMENT_PREFIX_PATH")}
+    env["PATH"] = "/usr/local/bin:/usr/bin:/bin"
+    script = f"source {ROOT}/scripts/env.sh && command -v scrap-tools && scrap-tools --help"
+    proc = subprocess.run(["bash", "-c", script], cwd=tmp_path, capture_output=True, text=True, timeout=300, env=env)
+    assert proc.returncode == 0, proc.stdout[-2000:] + proc.stderr[-2000:]
+    assert "/.ws/install/" in proc.stdout.splitlines()[0]
+    for tool in ("synth", "eval-seg", "eval-cls", "finetune-decoder", "finetune-clip", "bench"):
+        assert tool in proc.stdout, tool

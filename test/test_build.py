@@ -10,7 +10,7 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[1]
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
-EXECUTABLES = ("scrap_perception_node", "replay_node", "recorder_node", "scrap_tools")
+EXECUTABLES = ("scrap_perception_node", "replay_node", "recorder_node", "scrap_association_node", "scrap_tools")
 
 
 @pytest.fixture(scope="module")
@@ -57,10 +57,11 @@ def test_install_space_has_executables_and_shared_files(clean_install):
     for exe in EXECUTABLES:
         path = prefix / "lib" / "scrap_perception" / exe
         assert path.is_file() and os.access(path, os.X_OK), path
+    assert os.access(prefix / "bin" / "scrap-tools", os.X_OK)  # on PATH once the workspace is sourced
     share = prefix / "share" / "scrap_perception"
     for rel in ("package.xml", "launch/scrap_perception.launch.py", "launch/demo.launch.py",
                 "config/scrap_perception.yaml", "rviz/scrap_perception.rviz",
-                "msg/ScrapInstance.msg", "msg/ScrapInstanceArray.msg"):
+                "msg/ScrapInstance.msg", "msg/ScrapInstanceArray.msg", "msg/ScrapViewSet.msg"):
         assert (share / rel).is_file(), rel
     index = prefix / "share" / "ament_index" / "resource_index" / "packages" / "scrap_perception"
     assert index.is_file()

@@ -14,7 +14,7 @@ from classification_helpers import config_file, small_clip
 from scrap_perception.checkpoints import CheckpointError
 from scrap_perception.classification import (MODELS, build_classifier, build_clip_model, load_clip_checkpoint,
                                              model_config)
-from scrap_perception.classification.models import _shapes_of, describe
+from scrap_perception.classification.clip_models import _shapes_of, describe
 
 
 @pytest.mark.parametrize("name", sorted(MODELS))
@@ -132,7 +132,7 @@ def test_missing_and_truncated_checkpoints_are_refused(tmp_path):
     path = _save({"state_dict": small_clip().state_dict()}, tmp_path / "full.pt")
     data = open(path, "rb").read()
     (tmp_path / "cut.pt").write_bytes(data[: len(data) // 2])
-    with pytest.raises(CheckpointError, match="unreadable"):
+    with pytest.raises(CheckpointError, match="truncated"):
         load_clip_checkpoint(small_clip(), tmp_path / "cut.pt", "small")
 
 

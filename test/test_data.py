@@ -182,3 +182,84 @@ def test_classification_set(tmp_path):
     from scrap_perception.masks import from_full
     want = crop_images(ds.load_image(0), [from_full(ds[0].instances[0].mask, 1.0)])
     np.testing.assert_array_equal(cs.crops[0], want[0])
+
+
+def test_validate_finds_every_bad_record_before_any_work(tmp_path):
+    good = [{"id": 1, "image_id": 7, "category_id": 3, "segmentation": _poly(1, 1, 9, 9)}]
+    path = _write_set(tmp_path, good)
+    ds = CocoDataset(path)
+    assert ds.validate() is ds and ds.validate([0], progress=False) is ds
+    # A zero-area polygon is not noticed on opening, only when its mask is decoded: validate decodes all,
+    # crowd annotations included.
+    path = _write_set(tmp_path, good + [{"id": 2, "image_id": 7, "category_id": 3, "iscrowd": 1,
+                                         "segmentation": [[5, 5, 5, 5, 5, 5]]}])
+    ds = CocoDataset(path)
+    with pytest.raises(DatasetError, match="annotation id=2.*empty mask"):
+        ds.validate()
+    path = _write_set(tmp_path, good)
+    (tmp_path / "img" / "a.png").unlink()
+    with pytest.raises(DatasetError, match="image id=7.*unreadable image"):
+        CocoDataset(path).validate()
+
+
+def _blob_masks(hw):
+    yy, xx = np.mgrid[:hw[0], :hw[1]]
+    disk = (xx - 20) ** 2 + (yy - 15) ** 2 <= 9 ** 2
+    ring = ((xx - 45) ** 2 + (yy - 25) ** 2 <= 12 ** 2) & ((xx - 45) ** 2 + (yy - 25) ** 2 >= 5 ** 2)
+    return disk, ring
+
+
+def test_coco_writer_rle_is_exact_and_reads_back(tmp_path):
+    from pycocotools import mask as mask_utils
+
+    from scrap_perception.masks import InstanceMask, from_full
+
+    hw = (40, 60)
+    disk, ring = _blob_masks(hw)
+    w = data.CocoWriter()
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((*hw, 3), np.uint8))
+    image_id = w.add_image("a.png", *hw, camera="cam0")
+    assert image_id == 1
+    assert w.add_instance(1, from_full(disk, 0.9), 4, {"mask_score": 0.9, "instance_id": "x"}) == 1
+    assert w.add_instance(1, from_full(ring, 0.5), 0, {"mask_score": 0.5}) == 2
+    assert w.add_instance(1, InstanceMask((0, 0, 0, 0), np.zeros((0, 0), bool), 0.1), 0, {}) is None
+    assert w.skipped == {"empty_mask": 1}
+    coco = w.to_json()
+    assert [c["name"] for c in coco["categories"]] == [lb.name for lb in data.DEFAULT_LABELS]
+    a, b = coco["annotations"]
+    np.testing.assert_array_equal(mask_utils.decode({"size": a["segmentation"]["size"],
+                                                     "counts": a["segmentation"]["counts"].encode()}), disk)
+    assert a["category_id"] == 5 and b["category_id"] == 1 and a["attributes"]["instance_id"] == "x"
+    assert a["area"] == disk.sum() and a["bbox"] == [11.0, 6.0, 19.0, 19.0] and a["iscrowd"] == 0
+    assert coco["images"][0]["camera"] == "cam0"
+    ds = CocoDataset(w.write(tmp_path / "ann.json")).validate()
+    np.testing.assert_array_equal(ds[0].instances[1].mask, ring)
+    assert [i.class_name for i in ds[0].instances] == ["Pipe", "Angle"]
+
+
+def test_coco_writer_unknown_category_and_polygons(tmp_path):
+    from pycocotools import mask as mask_utils
+
+    from scrap_perception.masks import from_full
+
+    hw = (40, 60)
+    disk, ring = _blob_masks(hw)
+    w = data.CocoWriter(segmentation="polygon")
+    cv2.imwrite(str(tmp_path / "a.png"), np.zeros((*hw, 3), np.uint8))
+    w.add_image("a.png", *hw)
+    w.add_instance(1, from_full(disk, 0.9), 255, {})
+    w.add_instance(1, from_full(ring, 0.9), 1, {})
+    coco = w.to_json()
+    assert coco["categories"][-1] == {"id": 8, "name": "Unknown", "supercategory": "scrap"}
+    assert coco["annotations"][0]["category_id"] == 8
+    yy, xx = np.mgrid[:40, :60]
+    for ann, want in zip(coco["annotations"], (disk, ring | ((xx - 45) ** 2 + (yy - 25) ** 2 < 25))):
+        assert isinstance(ann["segmentation"], list) and all(len(p) >= 6 for p in ann["segmentation"])
+        got = mask_utils.decode(mask_utils.merge(mask_utils.frPyObjects(ann["segmentation"], *hw))).astype(bool)
+        iou = (got & want).sum() / (got | want).sum()
+        assert iou > 0.85, iou  # outer contours: a ring's bore is filled (polygons lose holes)
+    path = w.write(tmp_path / "ann.json")
+    with pytest.raises(DatasetError, match="unknown category 'Unknown'"):
+        CocoDataset(path)  # an instance nobody has named yet must be corrected first
+    with pytest.raises(ValueError, match="segmentation"):
+        data.CocoWriter(segmentation="mask")

@@ -19,6 +19,7 @@ from scrap_perception.metrics import dice
 from scrap_perception.prompt_strategies import strategy_prompt
 from scrap_perception.prompts import Prompt
 from scrap_perception.synth import generate_dataset
+from scrap_perception.tools import ToolError
 from scrap_perception.tools import finetune_clip as ftc
 from scrap_perception.tools import finetune_common as common
 from scrap_perception.tools import finetune_decoder as ftd
@@ -173,11 +174,11 @@ def test_rng_state_survives_a_weights_only_round_trip(tmp_path):
 def test_resume_refuses_changed_options_but_accepts_more_epochs(tmp_path):
     common.check_config(tmp_path, {"lr": 1e-4, "epochs": 2, "data": "a.json"}, resume=False)
     common.check_config(tmp_path, {"lr": 1e-4, "epochs": 3, "data": "a.json"}, resume=True)
-    with pytest.raises(common.RunError, match="lr"):
+    with pytest.raises(ToolError, match="lr"):
         common.check_config(tmp_path, {"lr": 1e-3, "epochs": 3, "data": "a.json"}, resume=True)
     args = argparse.Namespace(out=tmp_path / "nothing", resume=True)
-    with pytest.raises(common.RunError, match="never finished an epoch"):
-        common.run_folder(args, "x")
+    with pytest.raises(ToolError, match="never finished an epoch"):
+        common.open_run(args, "x")
 
 
 # ------------------------------------------------------------------------------ decoder tool, e2e
@@ -212,6 +213,13 @@ def decoder_args(data: Path, out: Path, base: Path, *extra: str) -> list[str]:
             "--checkpoint", str(base), "--device", "cpu", "--out", str(out), "--val-fraction", "0.25", *extra]
 
 
+def decoder_runner(sam: torch.nn.Module, model_type: str, dtype: torch.dtype = torch.float32) -> ftd.DecoderRunner:
+    from scrap_perception.segmentation import resolve_model_type
+    from scrap_perception.segmentation.sam_backend import SamSegmenter
+
+    return ftd.DecoderRunner(SamSegmenter(sam, resolve_model_type(model_type), torch.device("cpu"), dtype))
+
+
 @pytest.mark.parametrize("model_type, package", [("vit_b", "segment_anything"), ("hq:vit_b", "segment_anything_hq")])
 def test_decoder_runner_equals_the_packages_sam_predictor(model_type, package):
     """Embeddings and mask logits of the training forward are the reference predictor's, exactly."""
@@ -221,7 +229,7 @@ def test_decoder_runner_equals_the_packages_sam_predictor(model_type, package):
 
     torch.manual_seed(0)
     sam = build_sam_model(model_type, arch=SMALL_SAM_ARCH)
-    runner = ftd.DecoderRunner(sam, torch.device("cpu"))
+    runner = decoder_runner(sam, model_type)
     rgb = np.random.default_rng(0).integers(0, 256, (150, 230, 3), dtype=np.uint8)
     features = runner.encode(rgb)
     predictor = importlib.import_module(package).SamPredictor(sam)
@@ -493,7 +501,7 @@ def test_both_tools_train_under_bf16_autocast(few_windows, few_scenes, sam_base,
     prompt = Prompt(box=[30, 20, 110, 90], points=[[70, 55]], point_labels=[1])
     masks = {}
     for dtype in (torch.float32, torch.bfloat16):
-        runner = ftd.DecoderRunner(sam, torch.device("cpu"), dtype)
+        runner = decoder_runner(sam, "vit_b", dtype)
         masks[dtype] = (runner.logits(runner.encode(rgb), prompt)[0, 0] > 0).detach().numpy()
     assert nontrivial(masks[torch.float32])
     inter = np.logical_and(masks[torch.float32], masks[torch.bfloat16]).sum()

@@ -123,12 +123,117 @@ def test_classification_report_against_counts():
 
 
 def test_classification_report_zero_division_and_absent_classes():
-    # Class 2 never occurs nor is predicted: left out of the macro mean; class 1 never predicted: P=0.
+    # Class 2 never occurs nor is predicted: in the mean over all classes, out of the mean over those
+    # present; class 1 never predicted: P=0.
     r = metrics.classification_report([0, 0, 1, 1], [0, 0, 0, 0], [0, 1, 2])
     assert r.precision.tolist() == [0.5, 0.0, 0.0]
     assert r.recall.tolist() == [1.0, 0.0, 0.0]
-    assert r.macro_recall == pytest.approx(0.5)
-    assert r.macro_precision == pytest.approx(0.25)
+    assert r.macro == "all" and r.rows == (0, 1, 2)
+    assert r.macro_recall == pytest.approx(1 / 3) and r.macro_precision == pytest.approx(0.5 / 3)
+    p = metrics.classification_report([0, 0, 1, 1], [0, 0, 0, 0], [0, 1, 2], macro="present")
+    assert p.rows == (0, 1) and p.macro_recall == pytest.approx(0.5) and p.macro_precision == pytest.approx(0.25)
+    assert [c["id"] for c in p.as_dict()["per_class"]] == [0, 1]
     assert r.accuracy == 0.5
+    with pytest.raises(ValueError, match="macro"):
+        metrics.classification_report([0], [0], [0], macro="weighted")
     with pytest.raises(ValueError, match="not one of"):
         metrics.classification_report([9], [0], [0, 1])
+
+
+def _sklearn_like_macro(y_true, y_pred, labels):
+    """Macro P/R/F1 the way scikit-learn defines them (zero_division=0), from explicit per-class counts."""
+    out = []
+    for k in labels:
+        tp = sum(t == k and p == k for t, p in zip(y_true, y_pred))
+        fp = sum(t != k and p == k for t, p in zip(y_true, y_pred))
+        fn = sum(t == k and p != k for t, p in zip(y_true, y_pred))
+        prec = tp / (tp + fp) if tp + fp else 0.0
+        rec = tp / (tp + fn) if tp + fn else 0.0
+        out.append((prec, rec, 2 * prec * rec / (prec + rec) if prec + rec else 0.0))
+    return np.mean(out, axis=0)
+
+
+@pytest.mark.parametrize("seed", range(5))
+def test_macro_all_and_present_against_per_class_counts(seed):
+    rng = np.random.default_rng(seed)
+    labels = list(range(7))
+    y_true = rng.choice([0, 2, 3, 6], 60)  # classes 1, 4, 5 never occur ...
+    y_pred = np.where(rng.random(60) < 0.5, y_true, rng.choice([0, 1, 2, 3, 6, 255], 60))  # ... 1 is predicted
+    present = sorted(set(y_true.tolist()) | (set(y_pred.tolist()) & set(labels)))
+    for macro, classes in (("all", labels), ("present", present)):
+        r = metrics.classification_report(y_true, y_pred, labels, macro=macro)
+        ref = _sklearn_like_macro(y_true.tolist(), y_pred.tolist(), classes)
+        assert (r.macro_precision, r.macro_recall, r.macro_f1) == pytest.approx(tuple(ref))
+        assert [labels[k] for k in r.rows] == classes
+        rows = r.as_dict()["per_class"]  # the per-class table's column means are the macro values
+        assert np.mean([c["f1"] for c in rows]) == pytest.approx(r.macro_f1)
+        assert np.mean([c["precision"] for c in rows]) == pytest.approx(r.macro_precision)
+
+
+def test_confusion_matrix_against_a_loop():
+    rng = np.random.default_rng(5)
+    labels = [4, 0, 9]
+    y_true = rng.choice(labels, 200)
+    y_pred = rng.choice(labels + [7, 255], 200)
+    cm, unknown = metrics.confusion_matrix(y_true, y_pred, labels)
+    ref, ref_unknown = np.zeros((3, 3), int), np.zeros(3, int)
+    for t, p in zip(y_true, y_pred):
+        if p in labels:
+            ref[labels.index(t), labels.index(p)] += 1
+        else:
+            ref_unknown[labels.index(t)] += 1
+    np.testing.assert_array_equal(cm, ref)
+    np.testing.assert_array_equal(unknown, ref_unknown)
+    with pytest.raises(ValueError, match="duplicates"):
+        metrics.confusion_matrix([0], [0], [0, 0])
+
+
+def _hd95_reference(a, b):
+    """medpy's hd95, written out: boundary pixels of each mask, each one's distance to the nearest boundary
+    pixel of the other (scipy cdist), both directions pooled, 95th percentile."""
+    from scipy.spatial.distance import cdist
+
+    pa, pb = _boundary_reference(a), _boundary_reference(b)
+    d = cdist(pa, pb)
+    return float(np.percentile(np.concatenate([d.min(axis=1), d.min(axis=0)]), 95))
+
+
+@pytest.mark.parametrize("name", sorted(PAIRS))
+def test_hd95_against_pairwise_distances(name):
+    a, b = PAIRS[name]
+    assert metrics.hausdorff95(a, b) == pytest.approx(_hd95_reference(a, b), abs=1e-9)
+    assert metrics.hausdorff95(a, b) <= metrics.hausdorff(a, b) + 1e-12
+    s = metrics.segmentation_scores(a, b)
+    assert s["hd95"] == pytest.approx(metrics.hausdorff95(a, b)) and s["hausdorff"] == metrics.hausdorff(a, b)
+    assert s["empty"] == 0.0
+
+
+def test_hd95_random_masks_and_empty_policy():
+    rng = np.random.default_rng(3)
+    for _ in range(10):
+        a, b = rng.random((30, 40)) < 0.3, rng.random((30, 40)) < 0.05
+        assert metrics.hausdorff95(a, b) == pytest.approx(_hd95_reference(a, b), abs=1e-9)
+    empty, m = np.zeros(HW, bool), _rect(HW, 10, 10, 20, 20)
+    assert metrics.hausdorff95(empty, empty) == 0.0
+    assert metrics.hausdorff95(empty, m) == pytest.approx(np.hypot(*HW))
+    assert metrics.segmentation_scores(empty, m)["empty"] == 1.0
+
+
+def test_spread_and_bootstrap_interval():
+    rng = np.random.default_rng(0)
+    v = rng.normal(0.7, 0.1, 400)
+    s = metrics.spread(v, seed=3)
+    assert (s.n, s.mean, s.std, s.median) == (400, pytest.approx(v.mean()), pytest.approx(v.std()),
+                                              pytest.approx(np.median(v)))
+    half = 1.96 * v.std() / np.sqrt(len(v))  # the normal approximation the bootstrap should agree with
+    assert s.lo < s.mean < s.hi
+    assert (s.hi - s.lo) / 2 == pytest.approx(half, rel=0.15)
+    assert metrics.spread(v, seed=3) == s and metrics.spread(v, seed=4) != s
+    # the documented procedure, done here by hand
+    draws = np.random.default_rng(3)
+    means = [v[draws.integers(0, 400, 400)].mean() for _ in range(metrics.BOOTSTRAP_RESAMPLES)]
+    assert (s.lo, s.hi) == pytest.approx(tuple(np.percentile(means, [2.5, 97.5])))
+    empty = metrics.spread([], seed=0)
+    assert empty.n == 0 and np.isnan(empty.mean) and np.isnan(empty.lo)
+    one = metrics.spread([0.5], seed=0)
+    assert (one.mean, one.std, one.lo, one.hi) == (0.5, 0.0, 0.5, 0.5)

@@ -79,7 +79,7 @@ def test_ring_negatives_fall_in_the_bore_or_around():
 def test_errors():
     with pytest.raises(PromptError, match="empty mask"):
         ps.strategy_prompt("S5", np.zeros((5, 5), bool))
-    with pytest.raises(ValueError, match="S2..S6"):
+    with pytest.raises(ValueError, match="S1 uses grid_prompts"):
         ps.strategy_prompt("S7", SHAPES["L"])
     with pytest.raises(ValueError, match="shift_range"):
         ps.perturb(ps.strategy_prompt("S5", SHAPES["L"]), np.random.default_rng(0), (10, 5))
@@ -136,3 +136,105 @@ def test_reproducible_by_seed():
         np.testing.assert_array_equal(a.points, b.points)
         assert (a.box is None and b.box is None) or np.array_equal(a.box, b.box)
         assert not np.array_equal(a.points, c.points)
+
+
+# --- the deployed S6 variants -----------------------------------------------------------------------------
+def _deepest_reference(mask, box):
+    """Argmax of scipy's exact EDT of mask & box (pixel centres inside the box), border outside."""
+    from scipy import ndimage
+
+    h, w = mask.shape
+    yy, xx = np.mgrid[:h, :w] + 0.5
+    inside = mask & (xx >= box[0]) & (xx < box[2]) & (yy >= box[1]) & (yy < box[3])
+    dist = ndimage.distance_transform_edt(np.pad(inside, 1))[1:-1, 1:-1]
+    return dist, inside
+
+
+@pytest.mark.parametrize("name", sorted(SHAPES))
+def test_deepest_point_is_the_distance_maximum_inside_the_box(name):
+    from scrap_perception.masks import from_full
+
+    mask = SHAPES[name]
+    for box in (ps.tight_box(mask), ps.tight_box(mask) + np.array([8, 0, -20, 0], np.float32)):
+        point = ps.deepest_point(from_full(mask, 1.0), box)
+        dist, inside = _deepest_reference(mask, box)
+        x, y = point
+        assert x % 1 == 0.5 and y % 1 == 0.5
+        assert inside[int(y), int(x)], "the point lies on the mask and in the box"
+        assert dist[int(y), int(x)] == pytest.approx(dist.max(), abs=1e-4)
+
+
+def test_deepest_point_none_when_the_mask_misses_the_box():
+    from scrap_perception.masks import InstanceMask, from_full
+
+    mask = SHAPES["border"]  # columns 0..29
+    assert ps.deepest_point(from_full(mask, 1.0), np.array([40, 0, 80, 50], np.float32)) is None
+    assert ps.deepest_point(InstanceMask((0, 0, 0, 0), np.zeros((0, 0), bool), 1.0), np.array([0, 0, 9, 9])) is None
+
+
+class _MaskSegmenter:
+    """Returns fixed masks in prompt order and records the prompts of each call."""
+
+    def __init__(self, masks):
+        self.masks, self.calls = masks, []
+
+    def segment(self, prompts, encoded=None):
+        from scrap_perception.masks import from_full
+
+        self.calls.append(list(prompts))
+        return [from_full(m, 0.9) for m in self.masks[:len(prompts)]]
+
+
+def test_refine_prompts_one_call_points_on_the_box_masks_and_centre_fallback():
+    ell, ring = SHAPES["L"], SHAPES["ring"]
+    seg = _MaskSegmenter([ell, np.zeros_like(ell), ring])
+    boxes = [ps.strategy_prompt("S6-refined", m, id=str(k)) for k, m in enumerate([ell, ell, ring])]
+    assert all(p.kind == "box" for p in boxes)
+    out, refined = ps.refine_prompts(seg, boxes, encoded=None)
+    assert len(seg.calls) == 1 and [p.kind for p in seg.calls[0]] == ["box"] * 3
+    assert refined == [True, False, True]
+    assert [p.id for p in out] == ["0", "1", "2"] and all(p.kind == "box_point" for p in out)
+    for p, m in ((out[0], ell), (out[2], ring)):
+        x, y = p.points[0]
+        assert m[int(y), int(x)]
+        np.testing.assert_array_equal(p.box, ps.tight_box(m))
+    # Fallback: the box centre, which lies off an L (the issue's point).
+    x, y = out[1].points[0]
+    assert (x, y) == pytest.approx(((30 + 120) / 2, (20 + 100) / 2)) and not ell[int(y), int(x)]
+    assert ps.refine_prompts(seg, [], None) == ([], []) and len(seg.calls) == 1
+
+
+def test_centre_variant_and_strategy_names():
+    ell = SHAPES["L"]
+    c = ps.with_centre(ps.strategy_prompt("S6-centre", ell, id="a"))
+    assert c.kind == "box_point" and c.id == "a" and c.points.tolist() == [[75.0, 60.0]]
+    assert not ell[60, 75]  # the centre of an L's box is off the L
+    assert list(ps.STRATEGIES) == ["S1", "S2", "S3", "S4", "S5", "S6", "S6-centre", "S6-refined"]
+    assert set(ps.BOX_DERIVED) == {"S6-centre", "S6-refined"}
+
+
+def test_generated_scenes_have_centres_off_the_object_and_deepest_points_on_it(tmp_path):
+    from scrap_perception.data import CocoDataset
+    from scrap_perception.masks import from_full
+    from scrap_perception.synth import generate_dataset
+
+    ds = CocoDataset(generate_dataset(tmp_path, 3, seed=1, image_size=(240, 400), progress=False))
+    off_centre = off_deep = n = 0
+    for i in range(len(ds)):
+        for g in ds[i].instances:
+            n += 1
+            cx, cy = ps.with_centre(ps.strategy_prompt("S6-centre", g.mask)).points[0]
+            off_centre += not g.mask[int(cy), int(cx)]
+            dx, dy = ps.deepest_point(from_full(g.mask, 1.0), g.box)
+            off_deep += not g.mask[int(dy), int(dx)]
+    assert n > 20 and off_centre > 0 and off_deep == 0
+
+
+def test_perturb_modes():
+    base = ps.strategy_prompt("S5", SHAPES["L"])
+    assert ps.PERTURB_MODES == ("both", "shift", "expand")
+    with pytest.raises(ValueError, match="mode"):
+        ps.perturb(base, np.random.default_rng(0), (0, 10), mode="random")
+    a = ps.perturb(base, np.random.default_rng(4), (5, 10))
+    b = ps.perturb(base, np.random.default_rng(4), (5, 10), mode="both")
+    np.testing.assert_array_equal(a.box, b.box)  # 'both' is the default

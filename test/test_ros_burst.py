@@ -10,6 +10,7 @@ import numpy as np
 import pytest
 
 from ros_helpers import Client, detections_msg, header, image_msg, rss_mb, scene, small_models, start_node
+from tiny_models import SLOW_SAM_ARCH
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -20,13 +21,11 @@ RATE = 30.0
 SECONDS = 20.0
 BOXES = [(10, 10, 60, 50), (80, 30, 150, 110)]
 H, W = 240, 320  # 230 KB per image: 4 x 30 Hz of them is 28 MB/s that must not pile up
-# ~1 s per frame here; windowed attention only, so a batch's activations stay small next to the images.
-BURST_ARCH = {"embed_dim": 128, "depth": 4, "num_heads": 4, "global_attn_indexes": [], "image_size": 1024}
 
 
 def test_burst_of_four_cameras_is_bounded_and_accounted(tmp_path):
     params = dict(small_models(tmp_path), camera_names=list(CAMS), min_mask_score=-1.0,
-                  **{"segmenter.arch": json.dumps(BURST_ARCH)})
+                  **{"segmenter.arch": json.dumps(SLOW_SAM_ARCH)})
     node = start_node(tmp_path, "burst_node", **params)
     client = Client(CAMS)
     try:

@@ -10,7 +10,7 @@ from hypothesis import strategies as st
 from scrap_perception.classification.base import Classification, unclassified
 from scrap_perception.masks import from_full
 from scrap_perception.pipeline import FrameResult, Instance
-from scrap_perception.prompts import Prompt
+from scrap_perception.prompts import Prompt, PromptError
 
 pytestmark = pytest.mark.ros
 
@@ -157,7 +157,7 @@ def test_empty_result_is_one_array_with_no_instances():
 
 
 def test_rejection_codes_of_the_pipelines_own_reasons():
-    """The codes come from the real Pipeline's reasons (sanitize policy and thresholds)."""
+    """The codes the node counts come from the real Pipeline's rejections (sanitize policy and thresholds)."""
     from ros_helpers import BoxSegmenter
     from scrap_perception.pipeline import Pipeline
 
@@ -165,9 +165,112 @@ def test_rejection_codes_of_the_pipelines_own_reasons():
     prompts = [Prompt(box=(np.nan, 1, 5, 5)), Prompt(box=(900, 10, 950, 20)), Prompt(box=(1, 1, 1, 5)),
                Prompt(box=(2, 2, 9, 9))]
     result = pipe.process_frames([(np.zeros((40, 60, 3), np.uint8), prompts)])[0]
-    assert [(i, cv.rejection_code(r)) for i, r in result.rejected] == [
+    assert [(r.index, r.code) for r in result.rejected] == [
         (0, "nan_box"), (1, "box_outside_image"), (2, "empty_box"), (3, "mask_below_min_score")]
     pipe = Pipeline(BoxSegmenter(), min_area=1000)
     result = pipe.process_frames([(np.zeros((40, 60, 3), np.uint8), prompts[3:])])[0]
-    assert [cv.rejection_code(r) for _, r in result.rejected] == ["mask_below_min_area"]
-    assert cv.rejection_code("something new") == "prompt_rejected"
+    assert [r.code for r in result.rejected] == ["mask_below_min_area"]
+    assert PromptError("something new").code == "prompt_rejected"
+
+
+# --- compressed images --------------------------------------------------------------------------------
+def textured(h: int, w: int, seed: int = 0) -> np.ndarray:
+    """A camera-like RGB frame: smooth gradients plus mild noise (pure noise is a jpeg worst case)."""
+    y, x = np.mgrid[0:h, 0:w].astype(np.float32)
+    base = np.stack([128 + 100 * np.sin(x / 23), 128 + 90 * np.cos(y / 17), 64 + (x + y) % 128], axis=2)
+    noise = np.random.default_rng(seed).normal(0, 4, (h, w, 3))
+    return np.clip(base + noise, 0, 255).astype(np.uint8)
+
+
+def compressed(data: bytes, fmt: str):
+    return sensor_msgs.CompressedImage(format=fmt, data=data)
+
+
+def encoded(img: np.ndarray, ext: str) -> bytes:
+    """What a camera driver sends: OpenCV's own encoding of a BGR (or mono / BGRA) array."""
+    ok, buf = cv2.imencode(ext, img)
+    assert ok
+    return buf.tobytes()
+
+
+@pytest.mark.parametrize("hw", [(1, 1), (37, 53), (120, 161)])
+def test_png_round_trip_is_exact(hw):
+    px = np.random.default_rng(hw[1]).integers(0, 256, (*hw, 3), dtype=np.uint8)
+    msg = cv.rgb_to_compressed(px, fmt="png")
+    assert msg.format == "rgb8; png compressed bgr8"
+    rgb = cv.compressed_to_rgb(msg)
+    assert rgb.dtype == np.uint8 and rgb.flags.c_contiguous
+    np.testing.assert_array_equal(rgb, px)
+
+
+@pytest.mark.parametrize("hw", [(1, 1), (37, 53), (240, 321)])
+def test_jpeg_round_trip_is_close(hw):
+    px = textured(*hw)
+    hdr = sensor_msgs.CompressedImage().header
+    hdr.frame_id, hdr.stamp.sec = "cam0_optical", 42
+    msg = cv.rgb_to_compressed(px, hdr, fmt="jpeg", quality=90)
+    assert msg.format == "rgb8; jpeg compressed bgr8" and msg.header == hdr
+    rgb = cv.compressed_to_rgb(msg)
+    assert rgb.shape == px.shape and rgb.dtype == np.uint8 and rgb.flags.c_contiguous
+    assert np.abs(rgb.astype(int) - px).mean() < 4
+    # colour order: the red channel stays red (a swapped decode would put blue's values there)
+    assert np.abs(rgb.astype(int) - px[..., ::-1]).mean() > 10 or hw == (1, 1)
+
+
+@pytest.mark.parametrize("fmt, ext", [
+    ("jpeg", ".jpg"), ("jpg", ".jpg"), ("JPEG", ".jpg"), ("png", ".png"),
+    ("rgb8; jpeg compressed bgr8", ".jpg"), ("bgr8; jpeg compressed bgr8", ".jpg"),
+    ("bgr8; png compressed bgr8", ".png"), ("rgba8; png compressed bgra8", ".png"),
+    ("mono8; jpeg compressed mono8", ".jpg")])
+def test_image_transport_format_strings_decode(fmt, ext):
+    px = textured(24, 32)
+    rgb = cv.compressed_to_rgb(compressed(encoded(px[..., ::-1], ext), fmt))
+    assert rgb.shape == (24, 32, 3)
+    assert np.abs(rgb.astype(int) - px).mean() < (4 if ext == ".jpg" else 1e-9)
+
+
+@pytest.mark.parametrize("fmt", ["16UC1; compressedDepth png", "32FC1; compressedDepth", "compressedDepth",
+                                 "", "rgb8", "tiff", "bgr8; webp compressed bgr8", "theora"])
+def test_unsupported_compression_is_refused(fmt):
+    with pytest.raises(ConversionError) as e:
+        cv.compressed_to_rgb(compressed(encoded(np.zeros((4, 4), np.uint8), ".png"), fmt))
+    assert e.value.code == "unsupported_compression" and repr(fmt) in str(e.value)
+
+
+def test_mono_alpha_and_16_bit_pngs_become_rgb():
+    gray = np.arange(12, dtype=np.uint8).reshape(3, 4) * 20
+    np.testing.assert_array_equal(cv.compressed_to_rgb(compressed(encoded(gray, ".png"), "png")),
+                                  np.repeat(gray[..., None], 3, axis=2))
+    rgba = np.random.default_rng(0).integers(0, 256, (5, 6, 4), dtype=np.uint8)
+    bgra = cv2.cvtColor(rgba, cv2.COLOR_RGBA2BGRA)
+    np.testing.assert_array_equal(cv.compressed_to_rgb(compressed(encoded(bgra, ".png"), "png")), rgba[..., :3])
+    deep = gray.astype(np.uint16) * 257
+    np.testing.assert_array_equal(cv.compressed_to_rgb(compressed(encoded(deep, ".png"), "png"))[..., 0], gray)
+
+
+def _broken_streams():
+    px = textured(48, 64)[..., ::-1]
+    jpg, png = encoded(px, ".jpg"), encoded(px, ".png")
+    header_zeroed = bytes(32) + jpg[32:]
+    return [
+        ("empty jpeg", b"", "jpeg"), ("empty png", b"", "bgr8; png compressed bgr8"),
+        ("garbage", bytes(range(256)) * 4, "jpeg"), ("garbage ending like a jpeg", b"\x00" * 500 + b"\xff\xd9", "jpeg"),
+        ("jpeg, first half", jpg[:len(jpg) // 2], "jpeg"), ("jpeg less its last 2 bytes", jpg[:-2], "jpeg"),
+        ("jpeg with a zeroed header", header_zeroed, "jpeg"),
+        ("png, first half", png[:len(png) // 2], "png"), ("png less its IEND chunk", png[:-12], "png"),
+        ("png with a zeroed header", bytes(16) + png[16:], "png"),
+    ]
+
+
+@pytest.mark.parametrize("what, data, fmt", _broken_streams(), ids=[b[0] for b in _broken_streams()])
+def test_broken_streams_are_undecodable_not_a_crash(what, data, fmt):
+    with pytest.raises(ConversionError) as e:
+        cv.compressed_to_rgb(compressed(data, fmt))
+    assert e.value.code == "undecodable_image" and str(e.value)
+
+
+def test_rgb_to_compressed_refuses_what_it_cannot_write():
+    with pytest.raises(ValueError, match="fmt"):
+        cv.rgb_to_compressed(np.zeros((2, 2, 3), np.uint8), fmt="webp")
+    with pytest.raises(ValueError, match="RGB uint8"):
+        cv.rgb_to_compressed(np.zeros((2, 2), np.uint8))

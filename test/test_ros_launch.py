@@ -28,7 +28,7 @@ def kwarg(call, key):
 
 
 def test_launch_files_exist_and_parse():
-    assert [p.name for p in LAUNCH_FILES] == ["demo.launch.py", "scrap_perception.launch.py"]
+    assert [p.name for p in LAUNCH_FILES] == ["demo.launch.py", "multiview.launch.py", "scrap_perception.launch.py"]
     for path in LAUNCH_FILES:
         tree = ast.parse(path.read_text(encoding="utf-8"), str(path))
         assert any(isinstance(n, ast.FunctionDef) and n.name == "generate_launch_description" for n in tree.body)
@@ -37,7 +37,7 @@ def test_launch_files_exist_and_parse():
 def test_main_launch_declares_the_documented_arguments():
     tree = ast.parse((ROOT / "launch" / "scrap_perception.launch.py").read_text(encoding="utf-8"))
     declared = {c.args[0].value for c in calls(tree, "DeclareLaunchArgument")}
-    assert declared == {"params_file", "camera_names", "namespace", "use_sim_time", "log_level"}
+    assert declared == {"params_file", "camera_names", "namespace", "autostart", "use_sim_time", "log_level"}
 
 
 @pytest.mark.skipif(not INSTALL.is_dir(), reason="colcon install space not built (run `make setup`)")
@@ -56,7 +56,7 @@ def test_every_executable_and_file_a_launch_file_names_is_installed():
         for call in calls(tree, "PathJoinSubstitution"):
             parts = [e.value for e in call.args[0].elts if isinstance(e, ast.Constant)]
             assert (share.joinpath(*parts)).is_file(), f"{path.name}: {'/'.join(parts)} is not installed"
-    assert named == {"scrap_perception_node", "replay_node", "recorder_node"}
+    assert named == {"scrap_perception_node", "replay_node", "recorder_node", "scrap_association_node"}
     for exe in named:
         assert os.access(lib / exe, os.X_OK), f"{exe} is not an installed executable in {lib}"
     for path in LAUNCH_FILES:

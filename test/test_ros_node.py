@@ -67,7 +67,7 @@ def test_two_cameras_one_array_per_image_matching_the_pipeline(setup):
 
     # Outputs checked field by field, and against the same pipeline (same seed -> same weights) run here.
     from scrap_perception.ros.conversions import mask_from_msg
-    from scrap_perception.ros.models import build_pipeline
+    from scrap_perception.ros.pipeline_factory import build_pipeline
     from scrap_perception.ros.params import validate
 
     pipe = build_pipeline(validate(params))

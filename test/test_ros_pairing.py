@@ -8,8 +8,6 @@ from hypothesis import strategies as st
 from scrap_perception.ros import pairing
 from scrap_perception.ros.pairing import StampPairer
 
-pytestmark = pytest.mark.ros
-
 
 class FakeClock:
     def __init__(self):

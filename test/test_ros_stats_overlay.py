@@ -13,8 +13,6 @@ from scrap_perception.ros.overlay import colour_of, render_overlay
 from scrap_perception.ros.pairing import StampPairer
 from scrap_perception.ros.stats import STAGES, LatencyWindow, NodeStats
 
-pytestmark = pytest.mark.ros
-
 
 def test_latency_window_percentiles_match_scipy_over_the_last_samples():
     w = LatencyWindow(size=100)
@@ -36,7 +34,7 @@ def test_node_stats_are_thread_safe_and_keyed():
         for _ in range(2000):
             st.count("a", "images_in")
             st.reject("b", "wrong_step")
-            st.time("decode", 0.001)
+            st.time("convert", 0.001)
 
     threads = [threading.Thread(target=hammer) for _ in range(4)]
     for t in threads:
@@ -45,7 +43,7 @@ def test_node_stats_are_thread_safe_and_keyed():
         t.join()
     assert st.frames("a")["images_in"] == 8000 and st.frames("b")["images_in"] == 0
     assert st.rejected("b") == {"wrong_step": 8000} and st.rejected("a") == {}
-    assert st.latency()["decode"][3] == 8000
+    assert st.latency()["convert"][3] == 8000
     with pytest.raises(KeyError, match="unknown stage"):
         st.time("nonsense", 1.0)
     st.batch(4, 2.0)
@@ -53,6 +51,7 @@ def test_node_stats_are_thread_safe_and_keyed():
     assert st.batch_sizes() == (3.0, 4)
 
 
+@pytest.mark.ros
 def test_diagnostics_message_carries_every_counter_and_stage():
     pytest.importorskip("diagnostic_msgs.msg")
     from scrap_perception.ros import diagnostics
@@ -71,7 +70,7 @@ def test_diagnostics_message_carries_every_counter_and_stage():
     node, cam = d["node: pipeline"], d["node: camera cam0"]
     assert node["segmenter"] == "grabcut" and node["device"] == "cpu"
     assert (node["latency.encode.p50_ms"], node["latency.encode.max_ms"]) == ("1000.0", "1500.0")
-    assert node["latency.decode.p50_ms"] == "nan"
+    assert node["latency.convert.p50_ms"] == "nan"
     assert {f"latency.{s}.p95_ms" for s in STAGES} <= set(node)
     assert (cam["images_in"], cam["dropped"], cam["rejected.nan_box"], cam["rejected.total"]) == ("5", "2", "3", "3")
     assert (cam["waiting.images"], cam["expired.image_buffer_full"], cam["expired.total"]) == ("2", "2", "2")

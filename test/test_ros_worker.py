@@ -6,8 +6,6 @@ import pytest
 
 from scrap_perception.ros.worker import InferenceWorker
 
-pytestmark = pytest.mark.ros
-
 
 class Recorder:
     """A process_batch that blocks until released, to control what is pending."""
@@ -105,3 +103,30 @@ def test_the_loop_runs_in_the_calling_thread_until_stopped():
     t0 = time.monotonic()
     w.run(flag.is_set, poll=0.05)
     assert 0.15 < time.monotonic() - t0 < 2.0
+
+
+def test_call_runs_on_the_loop_thread_between_batches_and_returns_or_raises():
+    seen = []
+    worker = InferenceWorker(lambda jobs: seen.append(("batch", threading.current_thread().name)))
+    assert worker.call(lambda: 7) == 7  # no loop running: runs in the caller
+    loop = threading.Thread(target=worker.run, name="main_like")
+    loop.start()
+    try:
+        assert worker.call(lambda: threading.current_thread().name, timeout=5) == "main_like"
+        with pytest.raises(KeyError, match="boom"):
+            worker.call(lambda: {}["boom"], timeout=5)
+        worker.submit("cam", 1)
+        assert worker.wait_idle(5) and seen == [("batch", "main_like")]
+    finally:
+        worker.stop()
+        loop.join(5)
+    with pytest.raises(RuntimeError):  # a call left when the loop ends is failed, never left hanging
+        task_worker = InferenceWorker(lambda jobs: time.sleep(0.3))
+        t = threading.Thread(target=task_worker.run, kwargs={"should_stop": lambda: stop.is_set()})
+        stop = threading.Event()
+        t.start()
+        task_worker.submit("cam", 1)
+        time.sleep(0.05)
+        stop.set()
+        task_worker.call(lambda: 1, timeout=5)
+    t.join(5)

@@ -94,7 +94,7 @@ def test_generation_equals_reference(toy, knobs):
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", UserWarning)
         ref = SamAutomaticMaskGenerator(sam, **knobs).generate(image)
-    ours = seg.generate(image, enc, **knobs)
+    ours = AutomaticMaskGenerator(seg, **knobs).generate(image, enc)
     assert_same_generation(ours, ref, image.shape[:2])
     areas = [r["area"] for r in ref]
     assert len(ref) >= 3 and len(set(areas)) >= 3  # non-trivial: several masks of different sizes
@@ -105,10 +105,10 @@ def test_filters_and_nms_do_reject(toy):
     """The knobs of the 'grid' case really filter: more candidates than kept masks at each stage."""
     _, seg, image, enc = toy
     base = dict(points_per_side=8, pred_iou_thresh=0.0, stability_score_thresh=0.0, box_nms_thresh=1.0)
-    n_all = len(seg.generate(image, enc, **base))
-    n_iou = len(seg.generate(image, enc, **dict(base, pred_iou_thresh=0.5)))
-    n_stab = len(seg.generate(image, enc, **dict(base, stability_score_thresh=0.6)))
-    n_nms = len(seg.generate(image, enc, **dict(base, box_nms_thresh=0.7)))
+    n_all = len(AutomaticMaskGenerator(seg, **base).generate(image, enc))
+    n_iou = len(AutomaticMaskGenerator(seg, **dict(base, pred_iou_thresh=0.5)).generate(image, enc))
+    n_stab = len(AutomaticMaskGenerator(seg, **dict(base, stability_score_thresh=0.6)).generate(image, enc))
+    n_nms = len(AutomaticMaskGenerator(seg, **dict(base, box_nms_thresh=0.7)).generate(image, enc))
     assert n_all == 64 * 3
     assert 0 < n_iou < n_all and 0 < n_stab < n_all and 0 < n_nms < n_all
 

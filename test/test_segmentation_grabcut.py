@@ -59,13 +59,13 @@ def test_mask_covers_the_object(grabcut, prompt):
     assert mask.iou == 1.0 and mask.low_res_logits is None
 
 
-def test_two_objects_in_one_call_and_return_all(grabcut):
+def test_two_objects_in_one_call_and_their_candidates(grabcut):
     img, truth = image_with_object(1)
     img[20:70, 20:90] = 230
     other = np.zeros(HW, bool)
     other[20:70, 20:90] = True
     enc = grabcut.encode([img])[0]
-    out = grabcut.segment([box_prompt([120, 80, 330, 250]), box_prompt([10, 10, 100, 80])], enc, return_all=True)
+    out = grabcut.segment_candidates([box_prompt([120, 80, 330, 250]), box_prompt([10, 10, 100, 80])], enc)
     assert [len(c) for c in out] == [1, 1]
     assert mask_iou(out[0][0].full(HW), truth) > 0.8 and mask_iou(out[1][0].full(HW), other) > 0.8
 

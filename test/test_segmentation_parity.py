@@ -15,6 +15,7 @@ import pytest
 import torch
 
 from scrap_perception.segmentation import build_sam_model, build_segmenter
+from scrap_perception.segmentation.automatic import AutomaticMaskGenerator
 from scrap_perception.segmentation.sam_backend import SamSegmenter
 
 from segmentation_helpers import (IMAGE_SIZES, SMALL_VIT, assert_same_generation, mask_iou, package_model,
@@ -157,9 +158,9 @@ def test_masks_are_not_degenerate(case):
     assert len(np.unique(np.round(fractions, 4))) >= len(fractions) // 2  # prompts give different masks
 
 
-def test_return_all_equals_reference_multimask(case):
+def test_candidates_equal_reference_multimask(case):
     i = ODD
-    ours = case.seg.segment(case.prompts[i], case.encoded[i], return_all=True)
+    ours = case.seg.segment_candidates(case.prompts[i], case.encoded[i])
     for k, (cands, (ref_masks, ref_ious)) in enumerate(zip(ours, case.reference_multimask(i))):
         assert len(cands) == 3
         if case.name == "sam_hq":
@@ -187,14 +188,14 @@ def test_everything_mode_equals_reference_generator(case):
     i = ODD
     side = 6 if case.name == "sam" else 3  # the real-size decoders cost more per point
     knobs = dict(AMG_KNOBS, points_per_side=side, pred_iou_thresh=0.0, stability_score_thresh=0.0)
-    unfiltered = case.seg.generate(case.images[i], case.encoded[i], **knobs)
+    unfiltered = AutomaticMaskGenerator(case.seg, **knobs).generate(case.images[i], case.encoded[i])
     # Thresholds that reject part of the candidates at each filter, for any random weights (a threshold <= 0
     # disables the IoU filter: take it among the positive predictions).
     knobs["pred_iou_thresh"] = between([m.predicted_iou for m in unfiltered if m.predicted_iou > 0], 0.33)
     knobs["stability_score_thresh"] = between([m.stability_score for m in unfiltered
                                                if m.predicted_iou > knobs["pred_iou_thresh"]], 0.33)
     ref = case.package.SamAutomaticMaskGenerator(case.ref_model, **knobs).generate(case.images[i])
-    ours = case.seg.generate(case.images[i], case.encoded[i], **knobs)
+    ours = AutomaticMaskGenerator(case.seg, **knobs).generate(case.images[i], case.encoded[i])
     assert 3 <= len(ref) <= 0.7 * len(unfiltered)
     assert_same_generation(ours, ref, IMAGE_SIZES[i])
 
@@ -230,7 +231,7 @@ def test_multimask_option_overrides_the_choice(case):
     included); 'single' takes the single-mask output even for a lone point."""
     i = ODD
     prompts = case.prompts[i]
-    candidates = case.seg.segment(prompts, case.encoded[i], return_all=True)
+    candidates = case.seg.segment_candidates(prompts, case.encoded[i])
     best = SamSegmenter(case.seg.model, case.seg.spec, case.seg.device, multimask="best")
     for p, cands, got in zip(prompts, candidates, best.segment(prompts, case.encoded[i])):
         top = max(cands, key=lambda c: c.iou)

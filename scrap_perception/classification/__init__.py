@@ -1,63 +1,67 @@
 """Shape classification of mask crops with CN-CLIP.
 
 ``build_classifier`` is the entry point; ``prepare_crops`` / ``crop_images`` are what fine-tuning uses,
-so training and inference see identical crops.
+so training and inference see identical crops. torch and cn_clip load when a model is built (or a
+name below that needs them is first used), not when this package is imported.
 """
 from __future__ import annotations
 
+import importlib
 import logging
 import os
-import warnings
-from typing import Sequence
+from dataclasses import replace
+from typing import Any, Optional
 
-import torch
-
-from ..devices import resolve_device
-from ..labels import DEFAULT_LABELS, Label, validate_labels
+from ..notices import notify
 from .base import Classification, Classifier, NullClassifier
-from .cn_clip_backend import PRECISIONS, CnClipClassifier, check_options
-from .crops import (BACKGROUNDS, CLIP_MEAN, CLIP_STD, DEFAULT_BACKGROUND, DEFAULT_CROP_MARGIN, crop_box,
-                    crop_images, parse_background, prepare_crops)
-from .models import MODELS, build_clip_model, load_clip_checkpoint, model_config, small_clip_config
-from .text_features import encode_labels
+from .config import DEFAULT_BACKGROUND, DEFAULT_CROP_MARGIN, NO_CLASSIFIER, ClassifierConfig
 
-__all__ = [
-    "BACKGROUNDS", "CLIP_MEAN", "CLIP_STD", "DEFAULT_BACKGROUND", "DEFAULT_CROP_MARGIN", "MODELS", "PRECISIONS",
-    "Classification", "Classifier", "CnClipClassifier", "NullClassifier", "build_classifier", "build_clip_model",
-    "crop_box", "crop_images", "encode_labels", "load_clip_checkpoint", "model_config", "parse_background",
-    "prepare_crops", "resolve_device", "small_clip_config",
-]
+# Names served lazily (module __getattr__): importing them loads torch, and cn_clip for the models.
+_LAZY = {
+    "CnClipClassifier": "cn_clip_backend", "check_options": "cn_clip_backend",
+    "BACKGROUNDS": "crops", "CLIP_MEAN": "crops", "CLIP_STD": "crops", "crop_box": "crops", "crop_images": "crops",
+    "parse_background": "crops", "prepare_crops": "crops",
+    "MODELS": "clip_models", "OFFICIAL_FILES": "clip_models", "build_clip_model": "clip_models",
+    "load_clip_checkpoint": "clip_models", "model_config": "clip_models", "small_clip_config": "clip_models",
+    "encode_labels": "text_features",
+}
+
+__all__ = ["Classification", "Classifier", "ClassifierConfig", "NullClassifier", "build_classifier",
+           "DEFAULT_BACKGROUND", "DEFAULT_CROP_MARGIN", "NO_CLASSIFIER", *_LAZY]
 
 log = logging.getLogger(__name__)
 
-NO_CLASSIFIER = ("", "none")
+
+def __getattr__(name: str) -> Any:
+    if name in _LAZY:
+        return getattr(importlib.import_module(f".{_LAZY[name]}", __name__), name)
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
 
 
-def build_classifier(model_name: str = "ViT-B-16", checkpoint: str | os.PathLike | None = None,
-                     labels: Sequence[Label] = DEFAULT_LABELS, device: str | torch.device = "auto",
-                     precision: str = "fp32", crop_margin: float = DEFAULT_CROP_MARGIN,
-                     background: str | Sequence[int] | None = DEFAULT_BACKGROUND, batch_size: int = 32,
-                     min_score: float = 0.0) -> Classifier:
-    """A CN-CLIP classifier, or the NullClassifier when ``model_name`` is '' or 'none'.
-
-    model_name: one of MODELS or a path to a JSON file with a merged cn_clip config. checkpoint: a
-    CN-CLIP checkpoint (pretrained or fine-tuned); None builds random weights (tests and timing only)
-    and warns. crop_margin (a fraction of the mask's box size) / background: the crop policy of
-    crops.py. min_score: under it the class is UNKNOWN. batch_size: crops per encoder forward.
-    """
-    if model_name.strip().lower() in NO_CLASSIFIER:
+def build_classifier(config: ClassifierConfig | str = "ViT-B-16",
+                     checkpoint: Optional[str | os.PathLike] = None, **overrides: Any) -> Classifier:
+    """A CN-CLIP classifier of ``config``: a ClassifierConfig, or a model name with the checkpoint and other
+    ClassifierConfig fields as keywords (``build_classifier("ViT-B-16", path, device="cpu")``); the
+    NullClassifier when the model is '' or 'none'."""
+    if checkpoint is not None:
+        overrides["checkpoint"] = checkpoint
+    cfg = (replace(config, **overrides) if isinstance(config, ClassifierConfig)
+           else ClassifierConfig(config, **overrides))
+    if cfg.disabled:
         log.info("no classifier configured: every instance is published as UNKNOWN with empty scores")
         return NullClassifier()
-    labels = validate_labels(tuple(labels))
-    dev = resolve_device(device)
-    check_options(dev, precision, crop_margin, background, batch_size, min_score)  # before building a model
-    model = build_clip_model(model_name)
-    if checkpoint is None:
-        warnings.warn(f"CN-CLIP {model_name}: no checkpoint given, using RANDOM weights (classes are meaningless)",
-                      RuntimeWarning, stacklevel=2)
-    else:
-        load_clip_checkpoint(model, checkpoint, model_name)
-    short = os.path.splitext(os.path.basename(model_name))[0] if model_name not in MODELS else model_name
-    return CnClipClassifier(model, labels, device=dev, precision=precision, crop_margin=crop_margin,
-                            background=background, batch_size=batch_size, min_score=min_score,
+    from ..devices import resolve_device
+    from ..labels import validate_labels
+    from .clip_models import MODELS, load_clip_model
+    from .cn_clip_backend import CnClipClassifier, check_options
+    labels = validate_labels(tuple(cfg.labels))
+    dev = resolve_device(cfg.device)
+    check_options(dev, cfg.precision, cfg.crop_margin, cfg.background, cfg.batch_size, cfg.min_score)  # before building
+    model = load_clip_model(cfg.model, cfg.checkpoint)  # the file is checked before any weight is allocated
+    if cfg.checkpoint is None:
+        notify(log, f"CN-CLIP {cfg.model}: no checkpoint given, using RANDOM weights (classes are meaningless)",
+               RuntimeWarning)
+    short = os.path.splitext(os.path.basename(cfg.model))[0] if cfg.model not in MODELS else cfg.model
+    return CnClipClassifier(model, labels, device=dev, precision=cfg.precision, crop_margin=cfg.crop_margin,
+                            background=cfg.background, batch_size=cfg.batch_size, min_score=cfg.min_score,
                             name=f"cn_clip:{short}")

@@ -12,7 +12,7 @@ import torch
 from cn_clip.clip.model import CLIP
 
 from ..labels import DEFAULT_LABELS, UNKNOWN_ID, UNKNOWN_NAME, Label, validate_labels
-from ..devices import PRECISIONS, autocast
+from ..devices import PRECISIONS, autocast, dtype_of
 from ..masks import InstanceMask
 from .base import Classification, Classifier, unclassified
 from .crops import (DEFAULT_BACKGROUND, DEFAULT_CROP_MARGIN, BackgroundSpec, check_margin, crop_images, normalize,
@@ -55,7 +55,7 @@ class CnClipClassifier(Classifier):
         self.device = torch.device(device)
         check_options(self.device, precision, crop_margin, background, batch_size, min_score)
         self.model = model.to(self.device).eval()
-        self.dtype = PRECISIONS[precision]
+        self.dtype = dtype_of(precision)
         self.crop_margin = check_margin(crop_margin)
         self.background = parse_background(background)
         self.batch_size = int(batch_size)

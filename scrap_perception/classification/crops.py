@@ -16,6 +16,7 @@ import numpy as np
 import torch
 
 from ..masks import InstanceMask, Roi
+from .config import DEFAULT_BACKGROUND, DEFAULT_CROP_MARGIN
 from .resample import resize_crops
 
 # cn_clip.clip.utils.image_transform's Normalize.
@@ -37,8 +38,6 @@ BACKGROUNDS: dict[str, Background] = {
     "white": (255, 255, 255),
     "blur": "blur",
 }
-DEFAULT_BACKGROUND = "gray"
-DEFAULT_CROP_MARGIN = 0.1
 
 
 def parse_background(value: BackgroundSpec) -> Background:

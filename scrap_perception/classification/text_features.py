@@ -35,18 +35,26 @@ def tokenize_labels(labels: Sequence[Label],
     return tokens[:, :used].contiguous(), torch.tensor(owner, dtype=torch.int64)
 
 
+def pool_prompts(features: torch.Tensor, owner: torch.Tensor, k: int) -> torch.Tensor:
+    """(T, D) prompt features -> (K, D) float32 class features: per label, the mean of its normalised
+    prompt features, normalised again. No grad mode of its own: fine-tuning trains through it."""
+    feats = features.float()
+    feats = feats / feats.norm(dim=-1, keepdim=True)
+    owner = owner.to(feats.device)
+    out = []
+    for label in range(k):
+        mean = feats[owner == label].mean(dim=0)
+        out.append(mean / mean.norm())
+    return torch.stack(out)
+
+
 def encode_labels(model: CLIP, labels: Sequence[Label], device: torch.device,
                   context_length: int = CONTEXT_LENGTH) -> torch.Tensor:
     """(K, D) float32 L2-normalised text features, row k for ``labels[k]``; all prompts in one batch."""
     tokens, owner = tokenize_labels(labels, context_length)
     with torch.inference_mode():
-        feats = model.encode_text(tokens.to(device)).float()
-    feats = feats / feats.norm(dim=-1, keepdim=True)
-    out = []
-    for k in range(len(labels)):
-        mean = feats[owner.to(feats.device) == k].mean(dim=0)
-        out.append(mean / mean.norm())
-    return torch.stack(out)
+        feats = model.encode_text(tokens.to(device))
+    return pool_prompts(feats, owner, len(labels))  # outside inference_mode: an ordinary tensor, as callers had
 
 
 class TextFeatureCache:

@@ -9,19 +9,26 @@ Detections: ``vision_msgs/Detection2DArray`` -> ``Prompt`` per detection, in ord
 centre and a size in pixels; the prompt box is its (x0, y0, x1, y1) corners (the axis-aligned hull
 when ``theta`` is not 0). Score = the best hypothesis score, id = ``Detection2D.id``.
 
-Results: ``FrameResult`` -> ``ScrapInstanceArray`` with the source header unchanged.
+Compressed images: ``sensor_msgs/CompressedImage`` (jpeg or png, ``format`` as image_transport writes it,
+e.g. ``"bgr8; jpeg compressed bgr8"``) -> RGB uint8 (H, W, 3) by ``cv2.imdecode``; depth codecs and
+streams that do not decode raise ``ConversionError`` like a bad raw image.
+
+Results: ``FrameResult`` -> ``ScrapInstanceArray`` with the source header unchanged. Labels:
+``vision_msgs/LabelInfo`` (class id -> name), published once, latched.
 """
 from __future__ import annotations
 
 import math
 from typing import TYPE_CHECKING, Any, Optional, Sequence
 
+import cv2
 import numpy as np
 
 from ..prompts import Prompt
 
 if TYPE_CHECKING:  # the pipeline imports torch; the replay and the recorder do without
     from ..classification.base import Classifier
+    from ..labels import Label
     from ..pipeline import FrameResult
 
 # encoding -> (channels, numpy channel order -> RGB index list or None for mono)
@@ -108,6 +115,66 @@ def rgb_to_image(rgb: np.ndarray, header: Any = None, encoding: str = "rgb8") ->
     return msg
 
 
+# CompressedImage codec (the format's first word after the last ';') -> cv2.imencode extension.
+CODECS: dict[str, str] = {"jpeg": ".jpg", "jpg": ".jpg", "png": ".png"}
+# Stored pixels as they are: no EXIF rotation (detector boxes refer to the stored raster; cv_bridge and
+# image_transport decode the same way); mono and alpha PNGs come out as 3 channels.
+_IMREAD = cv2.IMREAD_COLOR | cv2.IMREAD_IGNORE_ORIENTATION
+# The end-of-stream marker each codec writes last. libjpeg treats a cut-off stream as a warning and older
+# OpenCV (4.x) may return the grey-padded frame; a missing marker is the cheap, version-proof check.
+_END_MARKERS = {".jpg": b"\xff\xd9", ".png": b"IEND"}
+_TAIL = 64
+
+
+def compression_codec(fmt: str) -> str:
+    """The cv2 extension (".jpg" / ".png") of a CompressedImage ``format``; ConversionError for depth
+    (``compressedDepth``) and unknown codecs."""
+    codec = (fmt.rsplit(";", 1)[-1].split() or [""])[0].lower()
+    if "compresseddepth" in fmt.lower() or codec not in CODECS:
+        raise ConversionError("unsupported_compression",
+                              f"compressed format {fmt!r}: only jpeg and png colour images are decoded")
+    return CODECS[codec]
+
+
+def compressed_to_rgb(msg: Any) -> np.ndarray:
+    """RGB uint8 (H, W, 3), C-contiguous, of a sensor_msgs/CompressedImage (jpeg or png)."""
+    ext = compression_codec(str(msg.format))
+    buf = np.frombuffer(msg.data, np.uint8)
+    if buf.size == 0:
+        raise ConversionError("undecodable_image", f"compressed image ({msg.format!r}) has no data")
+    if _END_MARKERS[ext] not in buf[-_TAIL:].tobytes():
+        raise ConversionError("undecodable_image", f"{buf.size} bytes labelled {msg.format!r} have no {ext[1:]} "
+                                                   "end marker (truncated, or not that codec)")
+    try:
+        bgr = cv2.imdecode(buf, _IMREAD)
+    except cv2.error as e:  # OpenCV raises for some malformed headers instead of returning None
+        raise ConversionError("undecodable_image", f"{ext[1:]} stream of {buf.size} bytes: {e}") from None
+    if bgr is None or bgr.ndim != 3 or bgr.size == 0:
+        raise ConversionError("undecodable_image", f"{buf.size} bytes labelled {msg.format!r} do not decode")
+    return cv2.cvtColor(bgr, cv2.COLOR_BGR2RGB)
+
+
+def rgb_to_compressed(rgb: np.ndarray, header: Any = None, fmt: str = "jpeg", quality: int = 90) -> Any:
+    """A sensor_msgs/CompressedImage of an RGB uint8 (H, W, 3) array, ``format`` as image_transport's
+    compressed publisher writes it ("rgb8; jpeg compressed bgr8"). quality: jpeg 0-100 (png is lossless,
+    compression level 3 like image_transport's default)."""
+    from sensor_msgs.msg import CompressedImage
+
+    if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:
+        raise ValueError(f"expected an RGB uint8 (H, W, 3) array, got {rgb.dtype} {rgb.shape}")
+    if fmt not in CODECS:
+        raise ValueError(f"fmt must be one of {sorted(CODECS)}, not {fmt!r}")
+    ext = CODECS[fmt]
+    params = [cv2.IMWRITE_JPEG_QUALITY, int(quality)] if ext == ".jpg" else [cv2.IMWRITE_PNG_COMPRESSION, 3]
+    ok, data = cv2.imencode(ext, cv2.cvtColor(rgb, cv2.COLOR_RGB2BGR), params)
+    if not ok:
+        raise ValueError(f"OpenCV could not encode a {rgb.shape} image as {fmt}")
+    msg = CompressedImage(format=f"rgb8; {fmt} compressed bgr8", data=data.tobytes())
+    if header is not None:
+        msg.header = header
+    return msg
+
+
 def stamp_of(header: Any) -> tuple[int, int]:
     return int(header.stamp.sec), int(header.stamp.nanosec)
 
@@ -140,17 +207,6 @@ def detections_to_prompts(msg: Any) -> tuple[list[Prompt], list[tuple[int, Conve
         except ConversionError as e:
             rejected.append((i, e))
     return prompts, rejected
-
-
-def rejection_code(reason: str) -> str:
-    """A counter key for a Pipeline rejection reason (free text from prompts.sanitize / the thresholds)."""
-    r = reason.lower()
-    for words, code in ((("nan", "infinite"), "nan_box"), (("outside",), "box_outside_image"),
-                        (("zero or negative",), "empty_box"), (("min_area",), "mask_below_min_area"),
-                        (("min_mask_score",), "mask_below_min_score"), (("no box",), "no_prompt")):
-        if any(w in r for w in words):
-            return code
-    return "prompt_rejected"
 
 
 def result_to_msg(result: "FrameResult", header: Any, camera_name: str, image_hw: tuple[int, int],
@@ -186,6 +242,15 @@ def result_to_msg(result: "FrameResult", header: Any, camera_name: str, image_hw
             m.embedding = np.asarray(c.embedding, np.float32)
         out.instances.append(m)
     return out
+
+
+def label_info_msg(labels: Sequence["Label"], header: Any, threshold: float) -> Any:
+    """vision_msgs/LabelInfo of the label set: one VisionClass (class_id = Label.id, class_name = Label.name)
+    per label, in the given order; threshold: the classifier's min_score."""
+    from vision_msgs.msg import LabelInfo, VisionClass
+
+    return LabelInfo(header=header, threshold=float(threshold),
+                     class_map=[VisionClass(class_id=int(lb.id), class_name=lb.name) for lb in labels])
 
 
 def _bbox(msg: Any, box: Optional[Sequence[float]]) -> Any:

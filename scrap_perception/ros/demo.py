@@ -18,16 +18,15 @@ import json
 import os
 import random
 import shutil
-import signal
-import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Optional, Sequence
+from typing import Any, Optional, Sequence
 
 import numpy as np
 
-ROOT = Path(__file__).resolve().parents[2]
+from .processes import ROOT, NodeProcess, ros_args
+from .stats import STAGES as NODE_STAGES
 
 
 def config_file() -> Path:
@@ -70,9 +69,9 @@ def parse_args(argv: Optional[Sequence[str]] = None) -> argparse.Namespace:
     return args
 
 
-def node_params(args: argparse.Namespace) -> list[str]:
-    """-p overrides of the perception node: real checkpoints when configured, else GrabCut."""
-    p = {"camera_names": "[" + ",".join(args.cameras) + "]", "publish_overlay": "true"}
+def node_params(args: argparse.Namespace) -> dict[str, Any]:
+    """Parameter overrides of the perception node: real checkpoints when configured, else GrabCut."""
+    p: dict[str, Any] = {"camera_names": list(args.cameras), "publish_overlay": True}
     if args.sam_checkpoint:
         p.update({"segmenter.model_type": args.sam_model_type, "segmenter.checkpoint": args.sam_checkpoint,
                   "segmenter.decoder_checkpoint": args.decoder_checkpoint})
@@ -82,30 +81,12 @@ def node_params(args: argparse.Namespace) -> list[str]:
         p.update({"classifier.model": args.clip_model, "classifier.checkpoint": args.clip_checkpoint})
     else:
         p.update({"classifier.model": "none"})
-    return [x for k, v in p.items() for x in ("-p", f"{k}:={v}")]
+    return p
 
 
-class Proc:
-    def __init__(self, name: str, module: str, ros_args: list[str], logs: Path, env: dict) -> None:
-        self.name = name
-        self.log = logs / f"{name}.log"
-        self._f = open(self.log, "wb")
-        self.p = subprocess.Popen([sys.executable, "-m", f"scrap_perception.ros.{module}", "--ros-args", *ros_args],
-                                  stdout=self._f, stderr=subprocess.STDOUT, env=env)
-
-    def stop(self, timeout: float = 10.0) -> Optional[int]:
-        if self.p.poll() is None:
-            self.p.send_signal(signal.SIGINT)
-            try:
-                self.p.wait(timeout)
-            except subprocess.TimeoutExpired:
-                self.p.kill()
-                self.p.wait(5)
-        self._f.close()
-        return self.p.returncode
-
-    def tail(self, n: int = 20) -> str:
-        return "\n".join(self.log.read_text(errors="replace").splitlines()[-n:])
+def start(name: str, module: str, args: list[str], logs: Path) -> NodeProcess:
+    """``scrap_perception.ros.<module>`` with ``args``, logging to ``logs/<name>.log``."""
+    return NodeProcess(f"scrap_perception.ros.{module}", args, logs / f"{name}.log", name=name)
 
 
 class Monitor:
@@ -193,49 +174,45 @@ def run(args: argparse.Namespace) -> dict:
     logs.mkdir(parents=True)
     cams, n_frames = list(args.cameras), args.frames
     ann = generate_dataset(out / "data", n_frames * len(cams), seed=args.seed, image_size=tuple(args.image_size))
-    env = dict(os.environ, PYTHONUNBUFFERED="1", RCUTILS_COLORIZED_OUTPUT="0")
-    env.setdefault("ROS_DOMAIN_ID", str(random.Random().randint(1, 100)))
-    env.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
-    if fastdds_profile() and "FASTDDS_DEFAULT_PROFILES_FILE" not in env:
-        env["FASTDDS_DEFAULT_PROFILES_FILE"] = str(fastdds_profile())
-    env["PYTHONPATH"] = os.pathsep.join(p for p in (str(ROOT), env.get("PYTHONPATH", "")) if p)
-    os.environ.update({k: env[k] for k in ("ROS_DOMAIN_ID", "ROS_AUTOMATIC_DISCOVERY_RANGE",
-                                           "FASTDDS_DEFAULT_PROFILES_FILE") if k in env})
+    # In this process's environment: the monitor here and the node processes (node_env) share them.
+    os.environ.setdefault("ROS_DOMAIN_ID", str(random.Random().randint(1, 100)))
+    os.environ.setdefault("ROS_AUTOMATIC_DISCOVERY_RANGE", "LOCALHOST")
+    if fastdds_profile():  # the installed package's share directory too, not only the source tree's
+        os.environ.setdefault("FASTDDS_DEFAULT_PROFILES_FILE", str(fastdds_profile()))
     mcap = out / "demo.mcap"
     topics = [f"/{c}/{t}" for c in cams for t in ("image_raw", "detections", "scrap_instances", "scrap_overlay")]
-    print(f"[demo] ROS_DOMAIN_ID={env['ROS_DOMAIN_ID']}; segmenter "
+    print(f"[demo] ROS_DOMAIN_ID={os.environ['ROS_DOMAIN_ID']}; segmenter "
           f"{args.sam_model_type if args.sam_checkpoint else 'grabcut (weight-free, NOT SAM)'}; classifier "
           f"{args.clip_model if args.clip_checkpoint else 'none'}; logs in {logs}", flush=True)
     monitor = Monitor()
-    procs: list[Proc] = []
+    procs: list[NodeProcess] = []
     t_start = time.monotonic()
     try:
-        node = Proc("perception_node", "perception_node", ["--params-file", str(config_file()), *node_params(args)],
-                    logs, env)
-        recorder = Proc("recorder", "recorder_node", [
-            "-p", f"output:={mcap}", "-p", f"topics:=[{','.join(topics + ['/diagnostics'])}]",
-            "-p", f"overlay_dir:={overlays}", "-p", f"summary:={out / 'recorder_summary.json'}"], logs, env)
-        procs += [node, recorder]
+        node = start("perception_node", "perception_node", ros_args(config_file(), node_params(args)), logs)
+        procs.append(node)
+        recorder = start("recorder", "recorder_node", ros_args(None, {
+            "output": mcap, "topics": topics + ["/diagnostics"], "overlay_dir": overlays,
+            "summary": out / "recorder_summary.json"}), logs)
+        procs.append(recorder)
         # The replay waits for the node's subscriptions (its models load first): meanwhile the recorder
         # discovers the replay's topics, so it records from the first frame on.
-        replay = Proc("replay", "replay_node", [
-            "-p", f"source:={ann}", "-p", f"camera_names:=[{','.join(cams)}]", "-p", f"rate:={args.rate}",
-            "-p", f"jitter_px:={args.jitter}", "-p", "lockstep:=true", "-p", "wait_for_subscribers:=300.0",
-            "-p", "min_subscribers:=2", "-p", f"seed:={args.seed}", "-p", "linger:=1.0"], logs, env)
+        replay = start("replay", "replay_node", ros_args(None, {
+            "source": ann, "camera_names": cams, "rate": args.rate, "jitter_px": args.jitter, "lockstep": True,
+            "wait_for_subscribers": 300.0, "min_subscribers": 2, "seed": args.seed, "linger": 1.0}), logs)
         procs.append(replay)
         bar = tqdm(total=n_frames * len(cams), desc="frames published", unit="frame")
-        while replay.p.poll() is None:
+        while replay.alive():
             monitor.spin(0.5)
             done = sum(int(monitor.camera(c).get("published", 0)) for c in cams)
             if done != bar.n:
                 bar.update(done - bar.n)
             for p in (node, recorder):
-                if p.p.poll() is not None:
-                    raise RuntimeError(f"{p.name} exited with {p.p.returncode}:\n{p.tail()}")
+                if not p.alive():
+                    raise RuntimeError(f"{p.name} exited with {p.poll()}:\n{p.tail()}")
             if time.monotonic() - t_start > args.timeout:
                 raise TimeoutError(f"demo did not finish in {args.timeout} s; see {logs}")
-        if replay.p.returncode != 0:
-            raise RuntimeError(f"replay exited with {replay.p.returncode}:\n{replay.tail()}")
+        if replay.poll() != 0:
+            raise RuntimeError(f"replay exited with {replay.poll()}:\n{replay.tail()}")
         monitor.spin(2.5)  # the last results reach the recorder, one more diagnostics round
         bar.update(sum(int(monitor.camera(c).get("published", 0)) for c in cams) - bar.n)
         bar.close()
@@ -249,7 +226,7 @@ def run(args: argparse.Namespace) -> dict:
     return summarize(args, out, ann, mcap, diag, time.monotonic() - t_start)
 
 
-STAGES = ("decode", "encode", "prompt_decode", "classify", "publish", "total")
+STAGES = tuple(s for s in NODE_STAGES if s != "batch")  # per frame; "batch" is per batch
 COUNTERS = ("images_in", "paired", "processed", "published", "dropped", "expired.total", "rejected.total", "instances")
 
 

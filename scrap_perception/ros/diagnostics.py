@@ -3,18 +3,22 @@ queue) and one per camera (frame counters, expiries and rejections by reason).
 
 Keys (all values are strings): node status ``latency.<stage>.p50_ms`` / ``.p95_ms`` / ``.max_ms`` /
 ``.samples`` (over the last 512 samples), ``batch.size_mean`` / ``batch.size_max``, ``segmenter``,
-``classifier``, ``device``, ``queue.pending``, ``worker.busy``; camera status the
-counters of ``stats.FRAME_COUNTERS``, ``waiting.images`` / ``waiting.detections``, ``expired.<reason>``
-(pairing reasons) and ``rejected.<reason>``, plus ``rejected.total`` and ``expired.total``.
+``classifier``, ``device``, ``state``, ``queue.pending``, ``worker.busy``, with camera sets
+``sets.<complete|partial|expired|superseded|published|waiting>``; camera status the counters of
+``stats.FRAME_COUNTERS``, ``waiting.images`` / ``waiting.detections``, ``expired.<reason>`` (pairing
+reasons) and ``rejected.<reason>``, plus ``rejected.total`` and ``expired.total``; with camera sets
+``set.expired`` / ``set.missing`` / ``set.late`` / ``set.waiting`` (per camera: paired = processed +
+dropped + set.expired + failed + set.waiting); ``silent_s`` for a camera without images for a while.
 """
 from __future__ import annotations
 
 import math
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
+from .camera_sets import SetSynchronizer
 from .pairing import REASONS as PAIRING_REASONS
 from .pairing import StampPairer
-from .stats import NodeStats
+from .stats import CAMERA_INFO_MISSING, NodeStats
 
 OK, WARN, ERROR = b"\x00", b"\x01", b"\x02"
 
@@ -28,8 +32,10 @@ def camera_status_name(node_name: str, camera: str) -> str:
 
 
 def build(node_name: str, hardware_id: str, stats: NodeStats, pairers: Mapping[str, StampPairer],
-          info: Mapping[str, Any], stamp: Any = None) -> Any:
-    """A diagnostic_msgs/DiagnosticArray of the node's current state."""
+          info: Mapping[str, Any], stamp: Any = None, sets: Optional[SetSynchronizer] = None,
+          silent: Mapping[str, float] = {}) -> Any:
+    """A diagnostic_msgs/DiagnosticArray of the node's current state. sets: the camera-set synchronizer
+    (sync.policy sets); silent: camera -> seconds since its last image, for cameras gone quiet."""
     from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
     def status(name: str, values: Mapping[str, Any], level: bytes, message: str) -> DiagnosticStatus:
@@ -48,6 +54,10 @@ def build(node_name: str, hardware_id: str, stats: NodeStats, pairers: Mapping[s
     mean, biggest = stats.batch_sizes()
     node_values["batch.size_mean"] = "nan" if math.isnan(mean) else f"{mean:.2f}"
     node_values["batch.size_max"] = biggest
+    if sets is not None:
+        node_values.update({f"sets.{k}": v for k, v in sorted(sets.set_counts.items())})
+        node_values.update({f"sets.{k}": v for k, v in stats.sets().items()})
+        node_values["sets.waiting"] = len(sets.open)
     arr.status.append(status(node_status_name(node_name), node_values, OK, "running"))
     for cam in stats.cameras:
         frames = stats.frames(cam)
@@ -62,9 +72,17 @@ def build(node_name: str, hardware_id: str, stats: NodeStats, pairers: Mapping[s
             values[f"rejected.{reason}"] = n
         values["rejected.total"] = sum(rejected.values())
         lost = values["dropped"] + values["expired.total"] + values["rejected.total"] + values["failed"]
-        level = WARN if lost else OK
         message = (f"{frames['published']} published, {frames['dropped']} dropped, "
                    f"{values['expired.total']} expired, {values['rejected.total']} rejected")
+        if sets is not None:  # paired = processed + dropped + set.expired + failed + set.waiting
+            values.update({f"set.{k}": v for k, v in sorted(sets.counts[cam].items())})
+            values["set.waiting"] = sets.waiting[cam]
+            lost += values["set.expired"]
+            message += f", {values['set.expired']} expired in camera sets, missing from {values['set.missing']}"
+        if cam in silent:
+            values["silent_s"] = f"{silent[cam]:.1f}"
+            message = f"silent: no image for {silent[cam]:.1f} s; " + message
+        level = WARN if lost or cam in silent or frames[CAMERA_INFO_MISSING] else OK
         arr.status.append(status(camera_status_name(node_name, cam), values, level, message))
     return arr
 

@@ -12,12 +12,13 @@ from collections import Counter, OrderedDict
 from dataclasses import dataclass
 from typing import Any, Callable, Generic, Optional, TypeVar
 
+from .stats import PAIRED
+
 Stamp = tuple[int, int]  # (sec, nanosec) of builtin_interfaces/Time
 I = TypeVar("I")  # noqa: E741  (image payload)
 D = TypeVar("D")  # detections payload
 
-# Counter keys, also used as diagnostic keys.
-PAIRED = "paired"
+# Counter keys, also used as diagnostic keys (PAIRED is the node's frame counter of the same name).
 IMAGE_EXPIRED = "image_expired_without_detections"
 DETECTIONS_EXPIRED = "detections_expired_without_image"
 IMAGE_OVERFLOW = "image_buffer_full"

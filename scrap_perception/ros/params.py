@@ -13,13 +13,19 @@ import re
 from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional, Sequence
 
-from ..labels import DEFAULT_LABELS, LabelError, labels_from_strings
+from ..classification.config import ClassifierConfig
+from ..devices import DEVICE_RE, PRECISIONS
+from ..labels import LabelError, labels_from_strings
+from ..pipeline import PROMPT_MODES
+from ..segmentation.config import MULTIMASK_CHOICES, SegmenterConfig
 
-DEVICE_RE = re.compile(r"^(auto|cpu|cuda|cuda:\d+)$")
 # A ROS name token: what may stand for <cam> in "<cam>/image_raw".
 TOPIC_TOKEN_RE = re.compile(r"^[A-Za-z][A-Za-z0-9_]*(/[A-Za-z][A-Za-z0-9_]*)*$")
-PRECISIONS = ("fp32", "fp16", "bf16")
-PROMPT_MODES = ("box", "box_point")  # pipeline.PROMPT_MODES (not imported: it pulls in torch)
+# The engines' own defaults: a parameter left out means what the Python API means.
+_SEG = SegmenterConfig()
+_CLS = ClassifierConfig()
+# Where the README tells users to put the official weights (the config file points there too).
+CHECKPOINT_DIR = "~/.ros/scrap_perception"
 
 
 class ParamError(ValueError):
@@ -135,6 +141,15 @@ def _camera_names(v: list[str]) -> Optional[str]:
     return None
 
 
+TRANSPORTS = ("raw", "compressed")
+SYNC_POLICIES = ("independent", "sets")
+
+
+def _transports(v: list[str]) -> Optional[str]:
+    bad = [t for t in v if t not in TRANSPORTS]
+    return f"{bad} are not image transports; use {list(TRANSPORTS)}" if bad else None
+
+
 def _topics(v: list[str]) -> Optional[str]:
     for t in v:
         if not t or " " in t:
@@ -142,10 +157,10 @@ def _topics(v: list[str]) -> Optional[str]:
     return None
 
 
-DEFAULT_LABEL_STRINGS = [f"{lb.id}:{lb.name}:{lb.text}" for lb in DEFAULT_LABELS]
+DEFAULT_LABEL_STRINGS = [f"{lb.id}:{lb.name}:{lb.text}" for lb in _CLS.labels]
 
 PERCEPTION_PARAMS: tuple[ParamSpec, ...] = (
-    ParamSpec("camera_names", ["cam0"], "string_array",
+    ParamSpec("camera_names", ["cam_left", "cam_right"], "string_array",
               "Cameras; each <cam> has inputs <cam>/image_raw, <cam>/detections and outputs "
               "<cam>/scrap_instances, <cam>/scrap_overlay (relative to the node's namespace).",
               check=_camera_names),
@@ -154,11 +169,35 @@ PERCEPTION_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("detection_topics", [], "string_array",
               "Detection2DArray topic per camera, in camera_names order; empty = <cam>/detections.",
               check=_topics),
-    ParamSpec("segmenter.model_type", "vit_b", "string",
+    ParamSpec("camera_info_topics", [], "string_array",
+              "CameraInfo topic per camera, in camera_names order; empty = <cam>/camera_info.", check=_topics),
+    ParamSpec("sync.policy", "independent", "string",
+              "independent: every camera on its own (per camera the newest frame waits); sets: the cameras' "
+              "frames grouped by stamp into synchronized sets, processed and dropped whole, one ScrapViewSet "
+              "per set on scrap_views.", choices=SYNC_POLICIES),
+    ParamSpec("sync.slop", 0.0, "double",
+              "sets: seconds the stamps of one set may lie from its first frame's; 0 = identical stamps "
+              "(hardware-triggered cameras).", range=(0.0, 10.0)),
+    ParamSpec("sync.max_age", 0.5, "double",
+              "sets: seconds (arrival time) an incomplete set waits for its missing cameras before it expires "
+              "(counted per missing camera) or, with sync.partial, goes on without them.", range=(0.001, 3600.0),
+              dynamic=True),
+    ParamSpec("sync.partial", False, "bool",
+              "sets: process an incomplete set after sync.max_age with the cameras that are there (marked "
+              "partial) instead of dropping it.", dynamic=True),
+    ParamSpec("sync.frame_id", "rig", "string", "sets: frame_id of the ScrapViewSet header (the rig's frame)."),
+    ParamSpec("image_transport", [], "string_array",
+              "Per camera raw (sensor_msgs/Image on <image topic>) or compressed (sensor_msgs/CompressedImage, "
+              "jpeg or png, on <image topic>/compressed), in camera_names order; one value = every camera; "
+              "empty = raw.", check=_transports),
+    ParamSpec("autostart", True, "bool",
+              "Configure and activate at start-up (what `ros2 launch` users want); false: the node waits "
+              "unconfigured for `ros2 lifecycle set <node> configure` / `activate`."),
+    ParamSpec("segmenter.model_type", _SEG.model_type, "string",
               "SAM-family model: vit_b|vit_l|vit_h (SAM), vit_t (MobileSAM), hq:vit_b|hq:vit_l|hq:vit_h|"
               "hq:vit_tiny (SAM-HQ), a type added with segmentation.register_model_type, or grabcut (weight-free, "
               "no checkpoint).", check=_model_type),
-    ParamSpec("segmenter.checkpoint", "", "string",
+    ParamSpec("segmenter.checkpoint", f"{CHECKPOINT_DIR}/sam_vit_b_01ec64.pth", "string",
               "Segmenter weights (.pth; ~ and $VARS expanded), e.g. sam_vit_b_01ec64.pth; required unless "
               "model_type is grabcut. 'random' = random weights (tests and timing only; a warning says so)."),
     ParamSpec("segmenter.decoder_checkpoint", "", "string",
@@ -167,9 +206,9 @@ PERCEPTION_PARAMS: tuple[ParamSpec, ...] = (
               "JSON object overriding the ViT encoder size (small test models), e.g. "
               "{\"embed_dim\":96,\"depth\":2,\"num_heads\":2,\"global_attn_indexes\":[1]}; empty = standard.",
               check=_json_object_or_empty),
-    ParamSpec("segmenter.device", "auto", "string", "auto (cuda when available), cpu, cuda or cuda:N.",
+    ParamSpec("segmenter.device", _SEG.device, "string", "auto (cuda when available), cpu, cuda or cuda:N.",
               check=_device),
-    ParamSpec("segmenter.precision", "fp32", "string", "Inference precision: fp32, fp16 (CUDA) or bf16.",
+    ParamSpec("segmenter.precision", _SEG.precision, "string", "Inference precision: fp32, fp16 (CUDA) or bf16.",
               choices=PRECISIONS),
     ParamSpec("segmenter.chunk_size", 0, "int",
               "Prompts decoded per mask-decoder call (decoder batch size); 0 = the device's default (1 on CPU, "
@@ -179,35 +218,37 @@ PERCEPTION_PARAMS: tuple[ParamSpec, ...] = (
               "Camera images per image-encoder call (encoder batch size); 0 = the device's default (1 on CPU, "
               "where batching is slower per image; 8 on CUDA).",
               range=(0, 64)),
-    ParamSpec("segmenter.multimask", "auto", "string",
-              "Which decoder output becomes the mask: auto (single mask for box prompts, best of SAM's three "
-              "for a lone point, as SamPredictor), single, or best (highest predicted IoU of the three).",
-              choices=("auto", "single", "best")),
+    ParamSpec("segmenter.multimask", _SEG.multimask, "string",
+              "Which decoder output becomes the mask: auto (SAM: single mask for box prompts, best of three for "
+              "a lone point, as SamPredictor; EdgeSAM: stability), single, best (highest predicted IoU of the "
+              "three) or stability (highest stability score of the three; EdgeSAM's IoU head is not distilled).",
+              choices=MULTIMASK_CHOICES),
     ParamSpec("segmenter.prompt_mode", "box_point", "string",
               "box = detector box only (strategy S5); box_point = box plus its centre as a positive point "
               "(S6, the paper's best).", choices=PROMPT_MODES, dynamic=True),
     ParamSpec("random_seed", 0, "int",
               "torch seed set before the models are built: random-weight runs ('random' checkpoints) are reproducible; "
               "-1 = do not seed.", range=(-1, 2**31 - 1)),
-    ParamSpec("classifier.model", "ViT-B-16", "string",
+    ParamSpec("classifier.model", _CLS.model, "string",
               "CN-CLIP model name (ViT-B-16, ViT-L-14, ViT-L-14-336, ViT-H-14, RN50), a path to a JSON "
               "file holding a merged cn_clip model config, or none (no classification: class UNKNOWN)."),
-    ParamSpec("classifier.checkpoint", "", "string",
+    ParamSpec("classifier.checkpoint", f"{CHECKPOINT_DIR}/clip_cn_vit-b-16.pt", "string",
               "CN-CLIP weights (cn_clip format, e.g. clip_cn_vit-b-16.pt or fine-tuned; ~ and $VARS expanded); "
               "required unless classifier.model is none. 'random' = random weights (tests and timing only)."),
-    ParamSpec("classifier.device", "auto", "string", "auto, cpu, cuda or cuda:N.", check=_device),
-    ParamSpec("classifier.precision", "fp32", "string", "fp32, fp16 (CUDA) or bf16.", choices=PRECISIONS),
+    ParamSpec("classifier.device", _CLS.device, "string", "auto, cpu, cuda or cuda:N.", check=_device),
+    ParamSpec("classifier.precision", _CLS.precision, "string", "fp32, fp16 (CUDA) or bf16.", choices=PRECISIONS),
     ParamSpec("classifier.labels", DEFAULT_LABEL_STRINGS, "string_array",
               "Classes as 'id:name:text' (id = ScrapInstance constant, text = Chinese prompt for CN-CLIP).",
               check=_labels),
-    ParamSpec("classifier.crop_margin", 0.1, "double",
+    ParamSpec("classifier.crop_margin", _CLS.crop_margin, "double",
               "Context kept around each mask's box when cropping for CN-CLIP, as a fraction of the box size.",
               range=(0.0, 10.0)),
-    ParamSpec("classifier.background", "gray", "string",
+    ParamSpec("classifier.background", _CLS.background, "string",
               "What replaces pixels outside the mask in the crop: gray, mean, black, white, blur, keep (the "
               "original pixels) or an 'r,g,b' colour.", check=_background),
-    ParamSpec("classifier.batch_size", 32, "int", "Crops per CN-CLIP image-encoder call.", range=(1, 4096)),
-    ParamSpec("classifier.min_score", 0.0, "double",
+    ParamSpec("classifier.batch_size", _CLS.batch_size, "int", "Crops per CN-CLIP image-encoder call.",
+              range=(1, 4096)),
+    ParamSpec("classifier.min_score", _CLS.min_score, "double",
               "Best class probability under this gives class UNKNOWN (255).", range=(0.0, 1.0), dynamic=True),
     ParamSpec("min_mask_score", 0.0, "double",
               "Masks whose predicted IoU is under this are dropped (counted as rejected); 0 drops only masks "
@@ -215,6 +256,10 @@ PERCEPTION_PARAMS: tuple[ParamSpec, ...] = (
               dynamic=True),
     ParamSpec("min_area", 0, "int", "Masks with fewer pixels are dropped (counted as rejected).",
               range=(0, None), dynamic=True),
+    ParamSpec("max_detections", 100, "int",
+              "Detections segmented per frame: the highest-scoring are kept, the rest counted as "
+              "rejected.too_many, so a runaway detector cannot stall every camera; 0 = no limit.",
+              range=(0, 100000), dynamic=True),
     ParamSpec("publish_embeddings", True, "bool",
               "Fill ScrapInstance.embedding with the CN-CLIP image embedding (for cross-view association).",
               dynamic=True),
@@ -246,16 +291,21 @@ def validate(values: Mapping[str, Any], specs: Sequence[ParamSpec] = PERCEPTION_
     """Validates every parameter and the rules between them; returns the cleaned values."""
     out = {s.name: s.validate(values.get(s.name, s.default)) for s in specs}
     names = out.get("camera_names", [])
-    for key in ("image_topics", "detection_topics"):
+    if len(out.get("image_transport", [])) not in (0, 1, len(names)):
+        raise ParamError(f"image_transport: {len(out['image_transport'])} values for {len(names)} cameras "
+                         f"{names}; give one per camera, one for all, or none")
+    for key in ("image_topics", "detection_topics", "camera_info_topics"):
         if key in out and out[key] and len(out[key]) != len(names):
             raise ParamError(f"{key}: {len(out[key])} topics for {len(names)} cameras {names}; "
                              "give one per camera or none")
     return out
 
 
-def declare(node: Any, specs: Sequence[ParamSpec] = PERCEPTION_PARAMS) -> dict[str, Any]:
+def declare(node: Any, specs: Sequence[ParamSpec] = PERCEPTION_PARAMS, managed: bool = False) -> dict[str, Any]:
     """Declares ``specs`` on an rclpy node (overrides from --params-file / -p apply) and validates them.
 
+    managed: a lifecycle node, which lets its non-dynamic parameters change while it is unconfigured
+    (and refuses them otherwise), so they are not read-only here.
     Raises ParamError naming the parameter for a wrong type or value.
     """
     from rcl_interfaces.msg import FloatingPointRange, IntegerRange, ParameterDescriptor
@@ -264,9 +314,9 @@ def declare(node: Any, specs: Sequence[ParamSpec] = PERCEPTION_PARAMS) -> dict[s
 
     ptypes = {"bool": Parameter.Type.BOOL, "int": Parameter.Type.INTEGER, "double": Parameter.Type.DOUBLE,
               "string": Parameter.Type.STRING, "string_array": Parameter.Type.STRING_ARRAY}
-    values = {}
     for s in specs:
-        desc = ParameterDescriptor(name=s.name, description=s.description, read_only=not s.dynamic)
+        desc = ParameterDescriptor(name=s.name, description=s.description + ("" if s.dynamic or not managed else
+                                   " Set while the node is unconfigured."), read_only=not (s.dynamic or managed))
         if s.choices:
             desc.additional_constraints = "one of: " + ", ".join(s.choices)
         # The descriptor's ranges make rclpy refuse out-of-range values at declaration and at runtime.
@@ -282,12 +332,22 @@ def declare(node: Any, specs: Sequence[ParamSpec] = PERCEPTION_PARAMS) -> dict[s
             if s.type == "string_array" and not s.default:
                 # rclpy cannot infer a type from [] (it would be a byte array): declare the type alone,
                 # the value stays unset unless overridden.
-                p = node.declare_parameter(s.name, ptypes[s.type], desc)
-                values[s.name] = [] if p.type_ == Parameter.Type.NOT_SET else p.value
+                node.declare_parameter(s.name, ptypes[s.type], desc)
             else:
-                values[s.name] = node.declare_parameter(s.name, s.default, desc).value
+                node.declare_parameter(s.name, s.default, desc)
         except InvalidParameterTypeException as e:
             raise ParamError(f"{s.name}: wrong type ({e}); expected {s.type}") from None
         except InvalidParameterValueException as e:
             raise ParamError(f"{s.name}: {e}") from None
-    return validate(values, specs)
+    return validate(current(node, specs), specs)
+
+
+def current(node: Any, specs: Sequence[ParamSpec] = PERCEPTION_PARAMS) -> dict[str, Any]:
+    """The node's present values of ``specs`` (an unset string array reads as [])."""
+    from rclpy.parameter import Parameter
+
+    out = {}
+    for s in specs:
+        p = node.get_parameter_or(s.name, Parameter(s.name, Parameter.Type.NOT_SET))
+        out[s.name] = [] if p.type_ == Parameter.Type.NOT_SET else p.value
+    return out

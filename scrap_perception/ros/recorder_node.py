@@ -2,8 +2,9 @@
 saves overlay images as PNG and a JSON summary of the ScrapInstanceArray topics.
 
 Messages are taken serialized (CDR, as they travel) and written unchanged, with ros2msg schemas built
-like rosbag2's (msgdefs.schema_text), so nothing is lost or re-encoded. Topics are subscribed as soon as
-they are discovered, with the reliability their publishers offer. SIGINT finishes the file.
+like rosbag2's (msgdefs.schema_text), so nothing is lost or re-encoded. A topic is subscribed as soon as
+a publisher of it is discovered, with the reliability its publishers offer. SIGINT finishes the file
+(repeated SIGINTs, as Ctrl-C under ``ros2 launch`` sends them, cannot cut that short: see runner.py).
 
 Run: ``python -m scrap_perception.ros.recorder_node --ros-args -p output:=run.mcap -p topics:=[/cam0/scrap_instances]``
 """
@@ -11,7 +12,6 @@ from __future__ import annotations
 
 import json
 import re
-import sys
 import time
 from collections import Counter, defaultdict
 from pathlib import Path
@@ -19,6 +19,7 @@ from typing import Any, Optional
 
 import cv2
 import numpy as np
+import rclpy
 from mcap.well_known import MessageEncoding, SchemaEncoding
 from mcap.writer import CompressionType
 from mcap.writer import Writer as McapWriter
@@ -33,7 +34,7 @@ from . import params
 from .conversions import ConversionError, image_to_rgb
 from .msgdefs import schema_text
 from .params import ParamSpec
-from .runner import spin_node
+from .runner import exit_process, spin_node
 
 NODE_NAME = "scrap_recorder"
 IMAGE_TYPE = "sensor_msgs/msg/Image"
@@ -73,10 +74,6 @@ class RecorderNode(Node):
         super().__init__(NODE_NAME, **node_kwargs)
         self.p = params.declare(self, RECORDER_PARAMS)
         self.output = Path(self.p["output"])
-        self.output.parent.mkdir(parents=True, exist_ok=True)
-        self._file = open(self.output, "wb")
-        self._writer = McapWriter(self._file, compression=CompressionType.ZSTD)
-        self._writer.start(profile="ros2", library="scrap_perception recorder")
         self._wanted = {self.resolve_topic_name(t) for t in self.p["topics"]}
         self._schemas: dict[str, int] = {}
         self._channels: dict[str, int] = {}
@@ -86,12 +83,33 @@ class RecorderNode(Node):
         self._arrays: dict[str, dict] = defaultdict(lambda: {"arrays": 0, "instances": 0, "latency_s": []})
         self._finished = False
         self.create_timer(self.p["discovery_period"], self._discover)
-        self._discover()
+        self.output.parent.mkdir(parents=True, exist_ok=True)
+        self._file = open(self.output, "wb")
+        try:
+            self._writer = McapWriter(self._file, compression=CompressionType.ZSTD)
+            self._writer.start(profile="ros2", library="scrap_perception recorder")
+            self._discover()
+        except BaseException:  # also a Ctrl-C while starting: leave a file that opens, not a torn one
+            self.finish()
+            raise
         self.get_logger().info(f"recording {sorted(self._wanted) or 'every topic'} to {self.output}")
 
     def _discover(self) -> None:
+        try:
+            self._discover_now()
+        except Exception:
+            if self.context.ok():
+                raise
+            # Ctrl-C shut the context down under this timer callback: the graph cannot be read any more.
+
+    def _discover_now(self) -> None:
         for topic, types in self.get_topic_names_and_types():
             if topic in self._subs or (self._wanted and topic not in self._wanted):
+                continue
+            publishers = self.get_publishers_info_by_topic(topic)
+            if not publishers:
+                # Only subscribers so far: wait for a publisher, to match its reliability. This also tells
+                # a lockstep replay, which sees this subscription appear, that the results will be recorded.
                 continue
             type_name = types[0]
             try:
@@ -104,7 +122,7 @@ class RecorderNode(Node):
                 self._schemas[type_name] = self._writer.register_schema(type_name, SchemaEncoding.ROS2,
                                                                         schema.encode())
             self._channels[topic] = self._writer.register_channel(topic, MessageEncoding.CDR, self._schemas[type_name])
-            qos = topic_qos(self.get_publishers_info_by_topic(topic))
+            qos = topic_qos(publishers)
             self._subs[topic] = self.create_subscription(
                 cls, topic, lambda raw, t=topic, n=type_name: self._on_message(t, n, raw), qos, raw=True)
             self.get_logger().info(f"recording {topic} ({type_name})")
@@ -152,21 +170,31 @@ class RecorderNode(Node):
                 "overlays_saved": dict(self._overlays), "cameras": cams}
 
     def finish(self) -> None:
-        """Closes the MCAP file and writes the summary; idempotent."""
+        """Closes the MCAP file and writes the summary; idempotent. ``main`` runs it where SIGINT cannot
+        interrupt it (runner.spin_node): a cut-short ``writer.finish()`` leaves a file that does not open."""
         if self._finished:
             return
         self._finished = True
-        self._writer.finish()
-        self._file.close()
+        try:
+            if hasattr(self, "_writer"):
+                self._writer.finish()
+        finally:
+            self._file.close()
         if self.p["summary"]:
             path = Path(self.p["summary"])
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_text(json.dumps(self.summary(), indent=2) + "\n", encoding="utf-8")
-        self.get_logger().info(f"wrote {sum(self.counts.values())} messages to {self.output}")
+        # After a SIGINT the context is shut down already: the node's logger would print the line, then
+        # an error that it cannot publish it to /rosout.
+        logger = self.get_logger() if self.context.ok() else rclpy.logging.get_logger(f"{NODE_NAME}.finish")
+        logger.info(f"wrote {sum(self.counts.values())} messages to {self.output}")
 
 
 def main(args: Optional[list[str]] = None) -> None:
-    sys.exit(spin_node(NODE_NAME, RecorderNode, (ValueError, OSError), RecorderNode.finish, args))
+    # Not interrupted while starting either (that takes a moment): a Ctrl-C then still leaves a file that opens.
+    code = spin_node(NODE_NAME, RecorderNode, (ValueError, OSError), RecorderNode.finish, args,
+                     interrupt_make=False)
+    exit_process(code)  # the file is closed by finish
 
 
 if __name__ == "__main__":

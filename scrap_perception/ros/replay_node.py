@@ -15,7 +15,7 @@ Every frame is stamped with the current time (``restamp`` keeps the recorded sta
 from __future__ import annotations
 
 import re
-import sys
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,13 +25,14 @@ import numpy as np
 import rclpy
 from rclpy.node import Node
 from rclpy.serialization import deserialize_message
-from sensor_msgs.msg import Image
+from sensor_msgs.msg import CameraInfo, Image
 from vision_msgs.msg import Detection2D, Detection2DArray, ObjectHypothesisWithPose
 
 from . import params
 from .conversions import rgb_to_image, stamp_of
 from .params import ParamSpec
 from .qos import output_qos
+from .runner import exit_process, spin_node
 
 NODE_NAME = "scrap_replay"
 
@@ -52,11 +53,22 @@ REPLAY_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("detection_delay", 0.0, "double", "Seconds between a frame's images and its detections; "
               "negative = detections first.", range=(-60.0, 60.0)),
     ParamSpec("image_encoding", "rgb8", "string", "Encoding of the published images.", choices=("rgb8", "bgr8")),
-    ParamSpec("restamp", True, "bool", "MCAP: stamp frames with the current time (COCO frames always are)."),
+    ParamSpec("restamp", False, "bool", "MCAP: stamp frames with the current time instead of their recorded "
+              "stamps (COCO frames always are)."),
+    ParamSpec("stamp_jitter", 0.0, "double",
+              "Seconds each camera's stamp of a frame moves at random (uniform +-), like free-running cameras; "
+              "0 = identical stamps (a hardware trigger).", range=(0.0, 10.0)),
+    ParamSpec("drop_rate", 0.0, "double",
+              "Probability that a camera's image and detections of a frame are not published (a camera that "
+              "drops frames).", range=(0.0, 1.0)),
+    ParamSpec("rig_file", "", "string",
+              "Rig file (scrap-tools synth --cameras writes one): publish <cam>/camera_info with every image "
+              "(same header); empty = no CameraInfo."),
     ParamSpec("wait_for_subscribers", 30.0, "double",
               "Seconds to wait for min_subscribers on every image and detection topic before starting; "
               "0 = do not wait.", range=(0.0, 3600.0)),
-    ParamSpec("min_subscribers", 1, "int", "Subscribers to wait for per topic (e.g. 2: the node and a recorder).",
+    ParamSpec("min_subscribers", 1, "int", "Subscribers to wait for per topic (e.g. 2: the node and a recorder; "
+              "with lockstep the result topics need the node's publisher and the others too).",
               range=(1, 1000)),
     ParamSpec("lockstep", False, "bool",
               "Wait for every camera's <cam>/scrap_instances of a frame before the next one (no frame is "
@@ -102,7 +114,10 @@ def make_detection(box: np.ndarray, id: str, class_name: str, score: float) -> D
 
 
 def coco_frames(source: Path, cameras: list[str], jitter: float, seed: int, encoding: str) -> list[list[Frame]]:
-    """Frames of a COCO dataset: list over frame index of [one Frame per camera]."""
+    """Frames of a COCO dataset: list over frame index of [one Frame per camera]. Images carrying a
+    ``camera`` and a ``frame`` field (``scrap-tools synth --cameras``) form synchronized sets by frame
+    index (a frame missing a camera's image lacks that camera); otherwise each camera's images in file
+    order are its frames."""
     import json
 
     from ..data import CocoDataset
@@ -111,10 +126,13 @@ def coco_frames(source: Path, cameras: list[str], jitter: float, seed: int, enco
     ds = CocoDataset(ann)
     records = json.loads(ann.read_text(encoding="utf-8"))["images"]
     per_cam: dict[str, list[int]] = {c: [] for c in cameras}
+    by_frame: dict[int, dict[str, int]] = {}
     for i, rec in enumerate(records):
         cam = rec.get("camera", cameras[i % len(cameras)])
         if cam in per_cam:
             per_cam[cam].append(i)
+            if "frame" in rec:
+                by_frame.setdefault(int(rec["frame"]), {})[cam] = i
     rng = np.random.default_rng(seed)
 
     def frame(cam: str, i: int) -> Frame:
@@ -129,6 +147,8 @@ def coco_frames(source: Path, cameras: list[str], jitter: float, seed: int, enco
             return out
         return Frame(cam, image, detections)
 
+    if by_frame:
+        return [[frame(c, by_frame[k][c]) for c in cameras if c in by_frame[k]] for k in sorted(by_frame)]
     n = min(len(v) for v in per_cam.values())
     return [[frame(c, per_cam[c][k]) for c in cameras] for k in range(n)]
 
@@ -180,24 +200,46 @@ class ReplayNode(Node):
                                       self.p["seed"], self.p["image_encoding"])
         if not self.frames:
             raise params.ParamError(f"source: {source} holds no complete frame for the cameras")
-        self.cameras = [f.camera for f in self.frames[0]]
+        self.cameras = list(dict.fromkeys(f.camera for frames in self.frames for f in frames))
+        self.rig = None
+        if self.p["rig_file"].strip():
+            from ..multiview.rig import RigError, load_rig
+            try:
+                self.rig = load_rig(self.p["rig_file"])
+            except RigError as e:
+                raise params.ParamError(f"rig_file: {e}") from None
+            unknown = [c for c in self.cameras if c not in self.rig]
+            if unknown:
+                raise params.ParamError(f"rig_file: cameras {unknown} are not in the rig {self.rig.names}")
+        self.rng = np.random.default_rng(self.p["seed"])
         qos = output_qos(10)
+        self.info_pubs = ({c: self.create_publisher(CameraInfo, f"{c}/camera_info", qos) for c in self.cameras}
+                          if self.rig is not None else {})
         self.image_pubs = {c: self.create_publisher(Image, f"{c}/image_raw", qos) for c in self.cameras}
         self.det_pubs = {c: self.create_publisher(Detection2DArray, f"{c}/detections", qos) for c in self.cameras}
         self.published = 0
         self._results: set[tuple[str, tuple[int, int]]] = set()
+        self._results_lock = threading.Lock()
         if self.p["lockstep"]:
             from scrap_perception.msg import ScrapInstanceArray
             for c in self.cameras:
                 self.create_subscription(ScrapInstanceArray, f"{c}/scrap_instances",
-                                         lambda m, c=c: self._results.add((c, stamp_of(m.header))), qos)
+                                         lambda m, c=c: self._on_result(c, m), qos)
         self.get_logger().info(f"{len(self.frames)} frames of cameras {self.cameras} from {source}")
 
-    def wait_for_subscribers(self, timeout: float, n: int = 1) -> bool:
+    def _on_result(self, cam: str, msg: Any) -> None:
+        with self._results_lock:
+            self._results.add((cam, stamp_of(msg.header)))
+
+    def wait_for_subscribers(self, timeout: float, n: int = 1, spinning: Callable[[], bool] = rclpy.ok) -> bool:
+        """Until every image and detection topic has ``n`` subscribers (the node and n - 1 others, such as
+        a recorder) and, in lockstep, every result topic has a publisher and n - 1 subscribers besides
+        this node: a recorder subscribes once it knows the publisher, so it records the first result."""
         deadline = time.monotonic() + timeout
         pubs = [*self.image_pubs.values(), *self.det_pubs.values()]
-        while time.monotonic() < deadline and rclpy.ok():
-            if all(p.get_subscription_count() >= n for p in pubs):
+        while time.monotonic() < deadline and spinning():
+            matched = all(p.get_subscription_count() >= n for p in pubs)
+            if matched and (not self.p["lockstep"] or self._results_listened(n - 1)):
                 # Our side has matched; give the readers' side a moment too, or a best-effort reader
                 # drops the first samples of a writer it does not know yet.
                 time.sleep(1.0)
@@ -205,28 +247,50 @@ class ReplayNode(Node):
             time.sleep(0.05)
         return False
 
-    def wait_for_results(self, stamps: dict[str, tuple[int, int]], timeout: float) -> bool:
-        """Spins until every camera's ScrapInstanceArray of its stamp arrived (lockstep mode)."""
+    def _results_listened(self, others: int) -> bool:
+        """Every camera's result topic has a publisher (the node) and ``others`` subscribers but this node."""
+        me = (self.get_name(), self.get_namespace())
+        for cam in self.cameras:
+            topic = self.resolve_topic_name(f"{cam}/scrap_instances")
+            subs = [i for i in self.get_subscriptions_info_by_topic(topic) if (i.node_name, i.node_namespace) != me]
+            if self.count_publishers(topic) < 1 or len(subs) < others:
+                return False
+        return True
+
+    def wait_for_results(self, stamps: dict[str, tuple[int, int]], timeout: float,
+                         spinning: Callable[[], bool] = rclpy.ok) -> bool:
+        """Until every camera's ScrapInstanceArray of its stamp arrived (lockstep mode; the executor
+        spins in another thread)."""
         deadline = time.monotonic() + timeout
         want = set(stamps.items())
-        while rclpy.ok() and time.monotonic() < deadline:
-            if want <= self._results:
-                self._results -= want
-                return True
-            rclpy.spin_once(self, timeout_sec=0.05)
+        while spinning() and time.monotonic() < deadline:
+            with self._results_lock:
+                if want <= self._results:
+                    self._results -= want
+                    return True
+            time.sleep(0.01)
         return False
 
     def publish_frame(self, frames: list[Frame], stamp: Any) -> dict[str, tuple[int, int]]:
-        """The images and detections of one frame, in the configured order, all with one header;
-        returns each camera's stamp."""
+        """The images and detections (and CameraInfos) of one frame, in the configured order, all with
+        the frame's stamp (each camera's moved by up to stamp_jitter; a camera left out at drop_rate);
+        returns each published camera's stamp."""
         out = []
+        jitter, drop = self.p["stamp_jitter"], self.p["drop_rate"]
         for f in frames:
+            if drop and self.rng.random() < drop:
+                continue
             img = f.image()
             if stamp is not None:
-                img.header.stamp = stamp
+                ns = stamp.sec * 1_000_000_000 + stamp.nanosec
+                if jitter:
+                    ns += int(round(self.rng.uniform(-jitter, jitter) * 1e9))
+                img.header.stamp.sec, img.header.stamp.nanosec = divmod(ns, 1_000_000_000)
             img.header.frame_id = img.header.frame_id or f.camera
             det = Detection2DArray(header=img.header, detections=f.detections())
             out.append((f.camera, img, det))
+            if self.rig is not None:
+                self.info_pubs[f.camera].publish(CameraInfo(header=img.header, **self.rig[f.camera].camera_info()))
         delay = self.p["detection_delay"]
         first, second = ("image", "det") if delay >= 0 else ("det", "image")
         for kind in (first, second):
@@ -237,43 +301,33 @@ class ReplayNode(Node):
         self.published += 1
         return {cam: stamp_of(img.header) for cam, img, _ in out}
 
-    def run(self) -> None:
+    def run(self, spinning: Callable[[], bool] = rclpy.ok) -> None:
+        """Publishes the frames (on the main thread; an executor spins the node beside it when lockstep
+        needs the results), stays ``linger`` s, returns. Ends early once ``spinning()`` is False."""
         wait, n = self.p["wait_for_subscribers"], self.p["min_subscribers"]
-        if wait > 0 and not self.wait_for_subscribers(wait, n):
+        if wait > 0 and not self.wait_for_subscribers(wait, n, spinning) and spinning():
             self.get_logger().warning(f"fewer than {n} subscribers on some topics after {wait} s; publishing anyway")
         period, start = 1.0 / self.p["rate"], time.monotonic()
         total = self.p["max_frames"] or (None if self.p["loop"] else len(self.frames))
         k = 0
-        while rclpy.ok() and (total is None or k < total):
+        while spinning() and (total is None or k < total):
             frames = self.frames[k % len(self.frames)]
             recorded = frames[0].stamp is not None and not self.p["restamp"]
             stamps = self.publish_frame(frames, None if recorded else self.get_clock().now().to_msg())
             k += 1
-            if self.p["lockstep"] and not self.wait_for_results(stamps, self.p["lockstep_timeout"]):
+            if (self.p["lockstep"] and not self.wait_for_results(stamps, self.p["lockstep_timeout"], spinning)
+                    and spinning()):
                 self.get_logger().warning(f"lockstep: no results for frame {k - 1} within "
                                           f"{self.p['lockstep_timeout']} s; going on")
             time.sleep(max(0.0, start + k * period - time.monotonic()))
         self.get_logger().info(f"published {k} frames")
-        time.sleep(self.p["linger"])
+        time.sleep(self.p["linger"] if spinning() else 0.0)
 
 
 def main(args: Optional[list[str]] = None) -> None:
-    rclpy.init(args=args if args is not None else sys.argv)
-    node: Optional[ReplayNode] = None
-    code = 0
-    try:
-        node = ReplayNode()
-        node.run()
-    except KeyboardInterrupt:
-        pass
-    except (ValueError, OSError) as e:
-        rclpy.logging.get_logger(NODE_NAME).fatal(f"cannot replay: {e}")
-        code = 2
-    finally:
-        if node is not None:
-            node.destroy_node()
-        rclpy.try_shutdown()
-    sys.exit(code)
+    """Entry point of replay_node: exit code 0 when done or interrupted (Ctrl-C), 2 for a bad source."""
+    exit_process(spin_node(NODE_NAME, ReplayNode, (ValueError, OSError), args=args,
+                           main_loop=lambda node, spinning: node.run(spinning)))
 
 
 if __name__ == "__main__":

@@ -1,7 +1,7 @@
 """Counters and latency percentiles the node reports in /diagnostics. Thread-safe, no ROS import.
 
-Stages (seconds, per frame): ``decode`` image message -> RGB array, ``encode`` image encoder (a batch's
-time divided by its frames), ``prompt_decode`` mask decoder for all prompts of a frame, ``classify``
+Stages (seconds, per frame): ``convert`` image message -> RGB array, ``encode`` image encoder (a batch's
+time divided by its frames), ``mask_decode`` mask decoder for all prompts of a frame, ``classify``
 CN-CLIP, ``publish`` message building and publishing, ``total`` image arrival -> array published;
 and ``batch``: seconds the worker spent on one batch (frames of several cameras), per batch.
 """
@@ -13,7 +13,7 @@ from typing import Iterable
 
 import numpy as np
 
-STAGES = ("decode", "encode", "prompt_decode", "classify", "publish", "total", "batch")
+STAGES = ("convert", "encode", "mask_decode", "classify", "publish", "total", "batch")
 
 # Per-camera frame counters (keys of CameraCounts); rejections are kept apart with their reason.
 IMAGES_IN = "images_in"
@@ -25,7 +25,11 @@ PUBLISHED = "published"  # ScrapInstanceArray published
 FAILED = "failed"  # the pipeline raised on the frame
 INSTANCES = "instances"
 OVERLAYS = "overlays"
-FRAME_COUNTERS = (IMAGES_IN, DETECTIONS_IN, PAIRED, DROPPED, PROCESSED, PUBLISHED, FAILED, INSTANCES, OVERLAYS)
+CAMERA_INFO_MISSING = "camera_info_missing"  # frames that went into a camera set without a CameraInfo
+FRAME_COUNTERS = (IMAGES_IN, DETECTIONS_IN, PAIRED, DROPPED, PROCESSED, PUBLISHED, FAILED, INSTANCES, OVERLAYS,
+                  CAMERA_INFO_MISSING)
+# Camera-set counters (sync.policy sets).
+SETS_PUBLISHED = "published"
 
 
 class LatencyWindow:
@@ -57,6 +61,7 @@ class NodeStats:
         self._frames = {c: Counter({k: 0 for k in FRAME_COUNTERS}) for c in self.cameras}
         self._rejected: dict[str, Counter[str]] = {c: Counter() for c in self.cameras}
         self._batch_sizes: deque[int] = deque(maxlen=window)
+        self._sets: Counter[str] = Counter({SETS_PUBLISHED: 0})
 
     def time(self, stage: str, seconds: float) -> None:
         if stage not in self._latency:
@@ -80,6 +85,14 @@ class NodeStats:
     def count(self, camera: str, key: str, n: int = 1) -> None:
         with self._lock:
             self._frames[camera][key] += n
+
+    def count_sets(self, key: str, n: int = 1) -> None:
+        with self._lock:
+            self._sets[key] += n
+
+    def sets(self) -> dict[str, int]:
+        with self._lock:
+            return dict(self._sets)
 
     def reject(self, camera: str, reason: str, n: int = 1) -> None:
         """Counts ``n`` inputs of ``camera`` refused for ``reason`` (a short snake_case key)."""

@@ -8,9 +8,31 @@ before the thread took it is passed to ``on_drop`` (the node counts it).
 from __future__ import annotations
 
 import threading
+import time
 from typing import Callable, Generic, Hashable, Optional, Sequence, TypeVar
 
 J = TypeVar("J")
+R = TypeVar("R")
+
+
+class _Task(Generic[R]):
+    """A function handed to the loop's thread by ``InferenceWorker.call``."""
+
+    def __init__(self, fn: Callable[[], R]) -> None:
+        self.fn, self.done = fn, threading.Event()
+        self.result: Optional[R] = None
+        self.error: Optional[BaseException] = None
+
+    def run(self) -> None:
+        try:
+            self.result = self.fn()
+        except BaseException as e:  # handed to the caller, who re-raises it
+            self.error = e
+        self.done.set()
+
+    def fail(self, error: BaseException) -> None:
+        self.error = error
+        self.done.set()
 
 
 class InferenceWorker(Generic[J]):
@@ -30,6 +52,9 @@ class InferenceWorker(Generic[J]):
         self._cond = threading.Condition()
         self._stopping = False
         self._busy = False
+        self._tasks: list[_Task] = []
+        self._running = False
+        self._loop_thread: Optional[threading.Thread] = None
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
 
     def start(self) -> None:
@@ -39,8 +64,8 @@ class InferenceWorker(Generic[J]):
     def run(self, should_stop: Callable[[], bool] = lambda: False, poll: float = 0.1) -> None:
         """Runs the loop in the calling thread until ``stop`` or ``should_stop()`` (checked every ``poll``
         s while idle). The process's main thread is the place for it: with GNU OpenMP (torch's CPU
-        backend) small ops run up to 2x slower in a second thread once the main thread has used OpenMP,
-        as building the models does (measured: 2000 Linear+GELU, 0.7 s on the main thread, 1.3 s beside it)."""
+        backend) small ops run slower in a second thread once the main thread has used OpenMP, as
+        building the models does (README, Benchmark)."""
         self._run(should_stop, poll)
 
     def submit(self, camera: Hashable, job: J) -> None:
@@ -85,16 +110,63 @@ class InferenceWorker(Generic[J]):
             self._thread.join(timeout)
         return not self._thread.is_alive()
 
+    def call(self, fn: Callable[[], R], timeout: Optional[float] = None) -> R:
+        """Runs ``fn`` on the loop's thread between batches and returns its result (re-raising what it
+        raises); model building belongs on the thread that runs the models (see ``run``). Called from
+        that thread, or while no loop runs, ``fn`` runs at once in the caller."""
+        with self._cond:
+            direct = not self._running or self._loop_thread is threading.current_thread()
+            if not direct:
+                task: _Task[R] = _Task(fn)
+                self._tasks.append(task)
+                self._cond.notify_all()
+        if direct:
+            return fn()
+        if not task.done.wait(timeout):
+            raise TimeoutError(f"the inference loop did not run the call within {timeout} s")
+        if task.error is not None:
+            raise task.error
+        return task.result  # type: ignore[return-value]
+
+    def wait_idle(self, timeout: float) -> bool:
+        """Waits until no frame is pending and no batch runs; True when that happened within ``timeout`` s."""
+        deadline = time.monotonic() + timeout
+        with self._cond:
+            while self._pending or self._busy:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    return False
+                self._cond.wait(min(left, 0.05))
+        return True
+
     def _run(self, should_stop: Callable[[], bool] = lambda: False, poll: Optional[float] = None) -> None:
+        with self._cond:
+            self._running, self._loop_thread = True, threading.current_thread()
+        try:
+            self._loop(should_stop, poll)
+        finally:
+            with self._cond:
+                self._running = False
+                tasks, self._tasks = self._tasks, []
+            for task in tasks:  # nobody will run them now
+                task.fail(RuntimeError("the inference loop ended"))
+
+    def _loop(self, should_stop: Callable[[], bool], poll: Optional[float]) -> None:
         while True:
             with self._cond:
-                while not self._pending and not self._stopping and not should_stop():
+                while not self._pending and not self._tasks and not self._stopping and not should_stop():
                     self._cond.wait(poll)
                 if self._stopping or should_stop():
                     return
-                jobs = list(self._pending.values())
-                self._pending.clear()
-                self._busy = True
+                tasks, self._tasks = self._tasks, []
+                jobs = list(self._pending.values()) if not tasks else []
+                if jobs:
+                    self._pending.clear()
+                    self._busy = True
+            for task in tasks:
+                task.run()
+            if not jobs:
+                continue
             try:
                 self._process_batch(jobs)
             except Exception as exc:  # reported; the thread must survive a bad frame
@@ -104,3 +176,4 @@ class InferenceWorker(Generic[J]):
             finally:
                 with self._cond:
                     self._busy = False
+                    self._cond.notify_all()

@@ -4,12 +4,16 @@ The algorithm and knobs are ``SamAutomaticMaskGenerator``'s (point grid, optiona
 IoU and stability-score filters, box NMS within and across crops, small-region clean-up); the masks are
 computed with the segmenter's ROI upsampling instead of full-frame logits. The stability score needs the
 logits above ``mask_threshold - stability_score_offset``, so the ROIs are taken at that threshold.
+
+As in segment_anything the generator is a user of the segmenter, never the reverse:
+``AutomaticMaskGenerator(segmenter, **knobs).generate(rgb, encoded)`` with any ``GridSegmenter``
+(``sam_backend.SamSegmenter`` is one).
 """
 from __future__ import annotations
 
 import importlib
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Optional
+from typing import Optional, Protocol, Sequence, runtime_checkable
 
 import numpy as np
 import torch
@@ -17,10 +21,29 @@ from torchvision.ops import batched_nms
 
 from ..masks import InstanceMask, crop_to_roi
 from .base import EncodedImage
-from .postprocess import masks_from_windows
+from .postprocess import RoiUpsampler, masks_from_windows
+from .registry import ModelSpec
 
-if TYPE_CHECKING:
-    from .sam_backend import SamSegmenter
+
+@runtime_checkable
+class GridSegmenter(Protocol):
+    """What the generator needs of a segmenter: its model's package (``spec.package``, for ``utils.amg``),
+    encoding, raw decoding of prompts in the model's input frame, and the ROI upsampler."""
+
+    spec: ModelSpec
+    hq: bool
+    device: torch.device
+    mask_threshold: float
+
+    def encode(self, images: Sequence[np.ndarray]) -> list[EncodedImage]:
+        """RGB uint8 (H, W, 3) images -> one EncodedImage each."""
+
+    def predict_logits(self, enc: EncodedImage, coords: Optional[torch.Tensor], labels: Optional[torch.Tensor],
+                       boxes: Optional[torch.Tensor], mode: str) -> tuple[torch.Tensor, torch.Tensor]:
+        """Low-res logits (B, C, L, L) and predicted IoUs (B, C) of B prompts (coords (B, N, 2) input pixels)."""
+
+    def upsampler(self, enc: EncodedImage) -> RoiUpsampler:
+        """The ROI upsampler of the image's geometry (low-res logits -> original-image windows)."""
 
 
 @dataclass
@@ -55,7 +78,7 @@ class AutomaticMaskGenerator:
     multimask_output as SAM-HQ's ``generate``: True = the multimask outputs (SAM: all three, SAM-HQ:
     the best one plus the HQ mask)."""
 
-    def __init__(self, segmenter: "SamSegmenter", points_per_side: Optional[int] = 32, points_per_batch: int = 64,
+    def __init__(self, segmenter: GridSegmenter, points_per_side: Optional[int] = 32, points_per_batch: int = 64,
                  pred_iou_thresh: float = 0.88, stability_score_thresh: float = 0.95,
                  stability_score_offset: float = 1.0, box_nms_thresh: float = 0.7, crop_n_layers: int = 0,
                  crop_nms_thresh: float = 0.7, crop_overlap_ratio: float = 512 / 1500,

@@ -44,15 +44,21 @@ class Segmenter(ABC):
 
     @abstractmethod
     def segment(self, prompts: Sequence[Prompt], encoded: Optional[EncodedImage] = None,
-                return_all: bool = False, return_logits: bool = False) -> list[InstanceMask] | list[list[InstanceMask]]:
+                return_logits: bool = False) -> list[InstanceMask]:
         """Decodes every prompt against ``encoded`` (default: the image of the last ``set_image``).
 
-        Prompts must be sanitized (``prompts.sanitize``). Returns one InstanceMask per prompt, in order;
-        with ``return_all`` a list of every candidate mask per prompt (the multimask outputs).
+        Prompts must be sanitized (``prompts.sanitize``). Returns one InstanceMask per prompt, in order,
+        in pixel coordinates of the original image; ``return_logits`` keeps each mask's low-res logits.
         """
 
+    def segment_candidates(self, prompts: Sequence[Prompt], encoded: Optional[EncodedImage] = None,
+                           return_logits: bool = False) -> list[list[InstanceMask]]:
+        """Every candidate mask per prompt, in prompt order (SAM: its three multimask outputs). This
+        default is for backends with one mask per prompt: ``segment``'s mask alone."""
+        return [[m] for m in self.segment(prompts, encoded, return_logits)]
+
     def set_image(self, rgb: np.ndarray) -> None:
-        """Encodes one image and keeps it for ``segment``/``generate`` calls without ``encoded``."""
+        """Encodes one image and keeps it for calls without ``encoded``."""
         self._encoded = self.encode([rgb])[0]
 
     @property

@@ -19,11 +19,11 @@ def check_image(rgb: np.ndarray, index: int) -> None:
 
 def check_prompts(prompts: Sequence[Prompt], image_hw: tuple[int, int]) -> list[Prompt]:
     """Every prompt through ``sanitize`` (clip or reject); a rejection raises PromptError naming the
-    prompt's index and id."""
+    prompt's index and id, with the code of the sanitize rule that refused it."""
     out = []
     for i, p in enumerate(prompts):
         try:
             out.append(sanitize(p, image_hw))
         except PromptError as e:
-            raise PromptError(f"prompt {i}{f' (id {p.id!r})' if p.id else ''}: {e}") from None
+            raise PromptError(f"prompt {i}{f' (id {p.id!r})' if p.id else ''}: {e}", e.code) from None
     return out

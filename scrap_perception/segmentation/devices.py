@@ -2,35 +2,33 @@
 from __future__ import annotations
 
 import logging
-import warnings
 
 import torch
 
-from ..devices import PRECISIONS, autocast, resolve_device
+from ..devices import PRECISIONS, autocast, dtype_of, resolve_device
+from ..notices import notify
 
 __all__ = ["PRECISIONS", "autocast", "resolve_device", "resolve_precision", "default_chunk_size",
            "default_encoder_batch"]
 
 log = logging.getLogger(__name__)
 
-# Prompts decoded per mask-decoder call. On this 2-core CPU one prompt per call is ~2x faster than
-# large batches (measured); GPUs amortise kernel launches over large batches.
+# Prompts decoded per mask-decoder call: on CPUs small calls are faster (README, Benchmark); GPUs
+# amortise kernel launches over large batches.
 DEFAULT_CHUNK_SIZE = {"cpu": 1, "cuda": 64}
-# Images per image-encoder call. On this CPU four 1024x1024 images in one call take ~35% longer per image
-# than one at a time (measured with MobileSAM); GPUs run a batch of cameras faster than its images apart.
+# Images per image-encoder call: on CPUs a batch is slower per image than one at a time (README,
+# Benchmark); GPUs run a batch of cameras faster than its images apart.
 DEFAULT_ENCODER_BATCH = {"cpu": 1, "cuda": 8}
 
 
 def resolve_precision(precision: str, device: torch.device, model_type: str = "") -> torch.dtype:
     """Maps 'fp32'/'bf16'/'fp16' to a dtype; warns for fp16 on ViT-H (known to produce garbage masks)."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision={precision!r} must be one of {sorted(PRECISIONS)}")
+    dtype = dtype_of(precision)
     if precision == "fp16" and model_type.endswith("vit_h"):
         msg = (f"precision='fp16' with {model_type}: SAM ViT-H overflows in float16 and is known to produce "
                "garbage masks; use 'bf16' or 'fp32'")
-        warnings.warn(msg, RuntimeWarning, stacklevel=3)
-        log.warning(msg)
-    return PRECISIONS[precision]
+        notify(log, msg, RuntimeWarning, stacklevel=4)
+    return dtype
 
 
 def default_chunk_size(device: torch.device) -> int:

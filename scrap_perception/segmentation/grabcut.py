@@ -9,13 +9,13 @@ A prompt without a box uses a window around its points, ``point_window`` times t
 from __future__ import annotations
 
 import logging
-import warnings
 from typing import Optional, Sequence
 
 import cv2
 import numpy as np
 
 from ..masks import InstanceMask, crop_to_roi
+from ..notices import notify
 from ..prompts import Prompt
 from .base import EncodedImage, Segmenter
 from .checks import check_image, check_prompts
@@ -40,8 +40,7 @@ class GrabCutSegmenter(Segmenter):
         self.max_side = max_side
         self.point_radius = point_radius
         self.point_window = point_window
-        warnings.warn(NOT_SAM, UserWarning, stacklevel=2)
-        log.warning(NOT_SAM)
+        notify(log, NOT_SAM)
 
     def encode(self, images: Sequence[np.ndarray]) -> list[EncodedImage]:
         """Nothing to encode: keeps a reference to each image (no copy)."""
@@ -53,13 +52,11 @@ class GrabCutSegmenter(Segmenter):
         return out
 
     def segment(self, prompts: Sequence[Prompt], encoded: Optional[EncodedImage] = None,
-                return_all: bool = False, return_logits: bool = False
-                ) -> list[InstanceMask] | list[list[InstanceMask]]:
-        """One mask per prompt (``return_all``: a one-element list each). iou is 1.0: GrabCut has no
-        quality estimate; low_res_logits stays None."""
+                return_logits: bool = False) -> list[InstanceMask]:
+        """One mask per prompt (also its only candidate). iou is 1.0: GrabCut has no quality estimate;
+        low_res_logits stays None."""
         enc = encoded if encoded is not None else self.encoded
-        masks = [self._one(enc.features, p) for p in check_prompts(prompts, enc.original_hw)]
-        return [[m] for m in masks] if return_all else masks
+        return [self._one(enc.features, p) for p in check_prompts(prompts, enc.original_hw)]
 
     def _window(self, p: Prompt, hw: tuple[int, int]) -> tuple[int, int, int, int]:
         h, w = hw

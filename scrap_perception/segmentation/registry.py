@@ -5,8 +5,9 @@ A model type names a family and a variant: ``vit_b``/``sam:vit_b`` (segment_anyt
 (encoder, prompt encoder, mask decoder, ``Sam``) are the packages' classes, so a checkpoint written for
 the package loads here unchanged. ``arch`` overrides the encoder size for small test/fine-tuning models.
 
-EdgeSAM (not installable here) plugs in through ``register_model_type``: its ``Sam`` has the same
-interface (an encoder returning a (B, 256, 64, 64) embedding, SAM's prompt encoder and mask decoder).
+``edge_sam`` / ``edge_sam_3x`` (EdgeSAM, not on PyPI): our own RepViT-m1 encoder (``edge_sam.py``) in
+segment_anything's ``Sam``, with the official files' key layout. Other SAM-compatible packages plug in
+through ``register_model_type``.
 """
 from __future__ import annotations
 
@@ -40,7 +41,10 @@ TINY_VIT_ARCH = {"embed_dims": [64, 128, 160, 320], "depths": [2, 2, 6, 2], "num
 class ModelSpec:
     """family: 'sam' | 'mobile_sam' | 'sam_hq' | 'edge_sam'; package: the module whose classes are used;
     hq: the decoder is MaskDecoderHQ (needs the encoder's intermediate features);
-    official_file: the released checkpoint, for messages."""
+    official_file: the released checkpoint, for messages; meta_init: the builder works under
+    ``torch.device("meta")`` and every tensor it leaves there is in the checkpoint, so a checkpoint's
+    tensors can become the model's without random initialisation (see loading.py); auto_multimask: the
+    output ``multimask: auto`` takes for every prompt ('' : SAM's rule, see SamSegmenter)."""
 
     family: str
     variant: str
@@ -49,6 +53,8 @@ class ModelSpec:
     default_arch: Mapping = field(default_factory=dict)
     hq: bool = False
     official_file: str = ""
+    meta_init: bool = False
+    auto_multimask: str = ""
 
     @property
     def name(self) -> str:
@@ -116,9 +122,10 @@ def _assemble(spec: ModelSpec, arch: Optional[Mapping]) -> torch.nn.Module:
 
 def _edge_sam(spec: ModelSpec, arch: Optional[Mapping]) -> torch.nn.Module:
     if arch:
-        raise ValueError("arch overrides are not supported for EdgeSAM")
-    registry = getattr(_module(spec, ""), "sam_model_registry")
-    return registry["edge_sam"](checkpoint=None).eval()
+        raise ValueError(f"arch overrides are not supported for {spec.name}")
+    _module(spec)  # segment_anything provides the prompt encoder, mask decoder and Sam
+    from .edge_sam import build_edge_sam
+    return build_edge_sam()
 
 
 MODEL_TYPES: dict[str, ModelSpec] = {}
@@ -132,16 +139,21 @@ def register_model_type(spec: ModelSpec) -> None:
 
 
 SAM_FILES = {"vit_b": "sam_vit_b_01ec64.pth", "vit_l": "sam_vit_l_0b3195.pth", "vit_h": "sam_vit_h_4b8939.pth"}
+# ViT models build on the meta device: Sam's pixel mean/std, the only buffers checkpoints lack, are made by
+# torch.Tensor(list), which the device context leaves on the CPU. TinyViT's __init__ reads a tensor (.item()).
 for _v in ("vit_b", "vit_l", "vit_h"):
     register_model_type(ModelSpec("sam", _v, "segment_anything", _assemble, VIT_ARCH[_v],
-                                  official_file=SAM_FILES[_v]))
+                                  official_file=SAM_FILES[_v], meta_init=True))
     register_model_type(ModelSpec("sam_hq", _v, "segment_anything_hq", _assemble, VIT_ARCH[_v], hq=True,
-                                  official_file=f"sam_hq_{_v}.pth"))
+                                  official_file=f"sam_hq_{_v}.pth", meta_init=True))
 register_model_type(ModelSpec("mobile_sam", "vit_t", "mobile_sam", _assemble, TINY_VIT_ARCH,
                               official_file="mobile_sam.pt"))
 register_model_type(ModelSpec("sam_hq", "vit_tiny", "segment_anything_hq", _assemble, TINY_VIT_ARCH, hq=True,
                               official_file="sam_hq_vit_tiny.pth"))
-register_model_type(ModelSpec("edge_sam", "edge_sam", "edge_sam", _edge_sam, official_file="edge_sam.pth"))
+# EdgeSAM's IoU head was not distilled (its authors rank masks by stability score): 'auto' -> 'stability'.
+for _v in ("edge_sam", "edge_sam_3x"):
+    register_model_type(ModelSpec("edge_sam", _v, "segment_anything", _edge_sam, official_file=f"{_v}.pth",
+                                  meta_init=True, auto_multimask="stability"))
 
 
 def resolve_model_type(model_type: str) -> ModelSpec:
@@ -149,10 +161,12 @@ def resolve_model_type(model_type: str) -> ModelSpec:
     text = model_type.strip().lower()
     family, _, variant = text.rpartition(":")
     if not family:
-        family = {"vit_t": "mobile_sam", "vit_tiny": "sam_hq", "edge_sam": "edge_sam"}.get(variant, "sam")
+        family = {"vit_t": "mobile_sam", "vit_tiny": "sam_hq", "edge_sam": "edge_sam",
+                  "edge_sam_3x": "edge_sam"}.get(variant, "sam")
     spec = MODEL_TYPES.get(f"{ALIASES.get(family, family)}:{variant}")
     if spec is None:
-        known = sorted(MODEL_TYPES) + ["vit_b", "vit_l", "vit_h", "vit_t", "hq:<variant>", "grabcut"]
+        known = sorted(MODEL_TYPES) + ["vit_b", "vit_l", "vit_h", "vit_t", "edge_sam", "edge_sam_3x", "hq:<variant>",
+                                       "grabcut"]
         raise ValueError(f"unknown segmenter model type {model_type!r}; known: {', '.join(known)}")
     return spec
 
@@ -176,8 +190,14 @@ def describe_state(state: Mapping[str, torch.Tensor]) -> str:
     if any(k.startswith("image_encoder.layers.") for k in keys):
         what = "SAM-HQ vit_tiny" if hq else "MobileSAM vit_t"
         return f"a full {what} checkpoint (TinyViT encoder)"
+    if "image_encoder.fuse_stage2.weight" in state or any(k.startswith("image_encoder.features.") for k in keys):
+        blocks = len({m.group(1) for k in keys if (m := re.match(r"image_encoder\.features\.(\d+)\.", k))})
+        stem = state.get("image_encoder.features.0.0.c.weight")
+        width = f", stem width {int(stem.shape[0]) * 2}" if stem is not None and stem.dim() == 4 else ""
+        what = "EdgeSAM (edge_sam / edge_sam_3x)" if "image_encoder.fuse_stage2.weight" in state else "RepViT SAM"
+        return f"a full {what} checkpoint (RepViT encoder, {blocks - 1} blocks{width})"
     if any(k.startswith("image_encoder.") for k in keys):
-        return "a full SAM-like checkpoint with an unknown image encoder (EdgeSAM?)"
+        return "a full SAM-like checkpoint with an unknown image encoder"
     if "iou_token.weight" in state or "mask_tokens.weight" in state:
         if hq and "compress_vit_feat.0.weight" in state:
             vit_dim = int(state["compress_vit_feat.0.weight"].shape[0])

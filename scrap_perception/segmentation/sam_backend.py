@@ -6,10 +6,13 @@ of a frame decoded in chunks from one image embedding, and masks upsampled only 
 
 Mask choice (as the paper and the reference predictors): boxes, box+point and multi-point prompts take
 the single-mask output; a lone point takes the multimask output with the highest predicted IoU;
-``return_all`` gives the three multimask outputs. ``multimask`` overrides the choice for every
-prompt: 'single' (always the single-mask output) or 'best' (always the best of the three). SAM-HQ adds
+``segment_candidates`` gives the three multimask outputs. ``multimask`` overrides the choice for every
+prompt: 'single' (always the single-mask output), 'best' (always the best of the three) or 'stability'
+(the one of the three with the highest stability score, which is then its score: EdgeSAM's predictor
+with ``use_stability_score``; EdgeSAM's 'auto', as its IoU head is not distilled). SAM-HQ adds
 its HQ-token mask to the chosen SAM mask (or uses it alone with ``hq_token_only``), exactly as
-``MaskDecoderHQ.forward``.
+``MaskDecoderHQ.forward``. Everything mode (strategy S1) is ``automatic.AutomaticMaskGenerator``, a
+user of this segmenter.
 """
 from __future__ import annotations
 
@@ -25,12 +28,22 @@ from ..masks import InstanceMask
 from ..prompts import Prompt, box_point_prompt
 from .base import EncodedImage, Segmenter
 from .checks import check_image, check_prompts
+from .config import MULTIMASK_CHOICES
 from .devices import autocast, default_chunk_size, default_encoder_batch
 from .postprocess import RoiUpsampler, instance_masks
 from .registry import ModelSpec
 
-MULTIMASK_CHOICES = ("auto", "single", "best")
 MULTIMASK = slice(1, 4)  # tokens 1..3 are the multimask outputs, token 0 the single-mask output
+STABILITY_OFFSET = 1.0  # EdgeSAM's SamPredictor.stability_score_offset
+
+
+def stability_score(logits: torch.Tensor, threshold: float = 0.0, offset: float = STABILITY_OFFSET) -> torch.Tensor:
+    """IoU of mask logits thresholded at ``threshold + offset`` with them thresholded at ``threshold -
+    offset``, over the last two dims (segment_anything's ``amg.calculate_stability_score``; EdgeSAM's
+    predictor uses offset 1.0 on the low-res logits)."""
+    inner = (logits > threshold + offset).sum((-1, -2), dtype=torch.int32)
+    outer = (logits > threshold - offset).sum((-1, -2), dtype=torch.int32)
+    return inner / outer
 
 
 class SamSegmenter(Segmenter):
@@ -109,14 +122,26 @@ class SamSegmenter(Segmenter):
 
     # ---------------------------------------------------------------- decoding
     def segment(self, prompts: Sequence[Prompt], encoded: Optional[EncodedImage] = None,
-                return_all: bool = False, return_logits: bool = False
-                ) -> list[InstanceMask] | list[list[InstanceMask]]:
-        """One InstanceMask per prompt (with ``return_all``: the three multimask candidates per prompt).
+                return_logits: bool = False) -> list[InstanceMask]:
+        """One InstanceMask per prompt, the output chosen per prompt kind (or ``multimask``) as the module says.
 
         Every prompt goes through ``checks.check_prompts`` (the sanitize policy); a rejected one raises
         PromptError naming its index. Prompts with the same structure are decoded together in chunks of
         ``chunk_size``; all masks are then upsampled in one batch.
         """
+        return self._decode(prompts, encoded, None, return_logits)
+
+    def segment_candidates(self, prompts: Sequence[Prompt], encoded: Optional[EncodedImage] = None,
+                           return_logits: bool = False) -> list[list[InstanceMask]]:
+        """The three multimask outputs per prompt, in token order (SAM-HQ: each plus the HQ-token mask);
+        checks and batching as ``segment``."""
+        masks = self._decode(prompts, encoded, "all", return_logits)
+        return [masks[k:k + 3] for k in range(0, len(masks), 3)]
+
+    def _decode(self, prompts: Sequence[Prompt], encoded: Optional[EncodedImage], mode: Optional[str],
+                return_logits: bool) -> list[InstanceMask]:
+        """Masks of every prompt, flat in prompt order (C per prompt, C as ``predict_logits``); mode:
+        ``predict_logits``' mode for all prompts, None: each prompt's own choice."""
         enc = encoded if encoded is not None else self.encoded
         clean = check_prompts(prompts, enc.original_hw)
         if not clean:
@@ -124,29 +149,28 @@ class SamSegmenter(Segmenter):
         groups: dict[tuple, list[int]] = defaultdict(list)
         for i, p in enumerate(clean):
             groups[(p.box is not None, len(p.points))].append(i)
-        per_prompt = 3 if return_all else 1
         logits = [None] * len(clean)
         ious = [None] * len(clean)
         with torch.inference_mode():
             for (has_box, n_points), idx in groups.items():
-                if return_all:
-                    mode = "all"
-                elif self.multimask != "auto":
-                    mode = self.multimask
-                else:
-                    mode = "single" if has_box or n_points > 1 else "best"
+                group_mode = mode or self._mode(has_box, n_points)
                 for start in range(0, len(idx), self.chunk_size):
                     chunk = idx[start:start + self.chunk_size]
-                    coords, labels, boxes = self._prompt_tensors([clean[i] for i in chunk], enc)
-                    lr, iou = self.predict_logits(enc, coords, labels, boxes, mode)
+                    coords, labels, boxes = self.prompt_tensors([clean[i] for i in chunk], enc)
+                    lr, iou = self.predict_logits(enc, coords, labels, boxes, group_mode)
                     for j, i in enumerate(chunk):
                         logits[i], ious[i] = lr[j], iou[j]
-            flat_lr = torch.stack(logits).flatten(0, 1)  # (P * per_prompt, L, L)
+            flat_lr = torch.stack(logits).flatten(0, 1)  # (P * C, L, L)
             flat_iou = torch.stack(ious).flatten()
-            masks = self.masks_from_logits(enc, flat_lr, flat_iou, return_logits)
-        if return_all:
-            return [masks[k:k + per_prompt] for k in range(0, len(masks), per_prompt)]
-        return masks
+            return self.masks_from_logits(enc, flat_lr, flat_iou, return_logits)
+
+    def _mode(self, has_box: bool, n_points: int) -> str:
+        """The output ``segment`` takes for a prompt structure: 'single', 'best' or 'stability'."""
+        if self.multimask != "auto":
+            return self.multimask
+        if self.spec.auto_multimask:
+            return self.spec.auto_multimask
+        return "single" if has_box or n_points > 1 else "best"
 
     def masks_from_logits(self, enc: EncodedImage, low_res: torch.Tensor, ious: torch.Tensor,
                           return_logits: bool = False) -> list[InstanceMask]:
@@ -165,7 +189,8 @@ class SamSegmenter(Segmenter):
                        boxes: Optional[torch.Tensor], mode: str) -> tuple[torch.Tensor, torch.Tensor]:
         """Decodes B prompts already in the model's input frame (coords (B, N, 2), labels (B, N), boxes (B, 4)).
 
-        mode: 'single' (token 0), 'best' (the multimask output of highest predicted IoU) or 'all' (the three
+        mode: 'single' (token 0), 'best' (the multimask output of highest predicted IoU), 'stability' (the
+        multimask output of highest stability score, returned in place of its IoU) or 'all' (the three
         multimask outputs). Returns float32 low-res logits (B, C, L, L) and predicted IoUs (B, C), C = 3 for
         'all' else 1: the reference predictors' low_res_masks and iou_predictions.
         """
@@ -184,12 +209,15 @@ class SamSegmenter(Segmenter):
         elif mode == "best":
             iou, best = iou[:, MULTIMASK].max(1, keepdim=True)
             masks = masks[:, MULTIMASK][torch.arange(len(best), device=best.device), best[:, 0]][:, None]
-        elif mode == "all":
+        elif mode in ("all", "stability"):
             masks, iou = masks[:, MULTIMASK], iou[:, MULTIMASK]
         else:
-            raise ValueError(f"mode must be 'single', 'best' or 'all', not {mode!r}")
+            raise ValueError(f"mode must be 'single', 'best', 'stability' or 'all', not {mode!r}")
         if hq_mask is not None:
             masks = hq_mask.expand_as(masks) if self.hq_token_only else masks + hq_mask
+        if mode == "stability":  # on the masks given out (SAM-HQ: with its HQ-token mask)
+            iou, best = stability_score(masks, self.mask_threshold).max(1, keepdim=True)
+            masks = masks[torch.arange(len(best), device=best.device), best[:, 0]][:, None]
         return masks, iou
 
     def _hq_features(self, enc: EncodedImage) -> torch.Tensor:
@@ -201,8 +229,11 @@ class SamSegmenter(Segmenter):
             enc.extra[key] = dec.embedding_encoder(enc.features) + dec.compress_vit_feat(vit)
         return enc.extra[key]
 
-    def _prompt_tensors(self, prompts: Sequence[Prompt], enc: EncodedImage):
-        """Stacks prompts of one structure, scaled to the resized image like ResizeLongestSide.apply_coords."""
+    def prompt_tensors(self, prompts: Sequence[Prompt], enc: EncodedImage
+                       ) -> tuple[Optional[torch.Tensor], Optional[torch.Tensor], Optional[torch.Tensor]]:
+        """Prompts of one structure (same kind, same point count) in the model's input frame: point
+        coords (B, N, 2), labels (B, N), boxes (B, 4), each None when absent; scaled from the original
+        image to the resized one like ResizeLongestSide.apply_coords (only ``enc``'s geometry is used)."""
         (oh, ow), (ih, iw) = enc.original_hw, enc.input_hw
         scale = np.array([iw / ow, ih / oh])
         coords = labels = boxes = None
@@ -250,12 +281,3 @@ class SamSegmenter(Segmenter):
             timings[size] = float(np.median(runs[1:]))
         self.chunk_size = min(timings, key=timings.get) if timings else saved
         return timings
-
-    # ---------------------------------------------------------------- everything mode (S1)
-    def generate(self, rgb: np.ndarray, encoded: Optional[EncodedImage] = None, **knobs):
-        """Automatic mask generation over a point grid (strategy S1); knobs as SamAutomaticMaskGenerator.
-
-        Returns a list of ``automatic.GeneratedMask``; see ``automatic.AutomaticMaskGenerator``.
-        """
-        from .automatic import AutomaticMaskGenerator
-        return AutomaticMaskGenerator(self, **knobs).generate(rgb, encoded)

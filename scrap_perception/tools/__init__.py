@@ -1,8 +1,9 @@
 """Offline command-line tools (``scrap-tools <command>``): synthetic data, dataset split, evaluation
 and fine-tuning. Each command is a module with ``register(subparsers)``; ``cli`` gathers them.
 
-What the evaluation commands share lives here: the run folder and the error convention (a
-``ToolError`` is printed as one line and exits with status 2, never as a traceback).
+What the commands share lives here: the run folder, its options and the error convention (a
+``ToolError`` is printed as one line and exits with status 2, never as a traceback). The fine-tuning
+tools add resumable runs on top (``finetune_common``).
 """
 from __future__ import annotations
 
@@ -17,10 +18,14 @@ class ToolError(RuntimeError):
     """Bad input to a tool; the message says what and where."""
 
 
-def add_run_options(p: argparse.ArgumentParser, tool: str) -> None:
-    """--out (results folder) and --seed."""
+def add_run_options(p: argparse.ArgumentParser, tool: str, resume: bool = False) -> None:
+    """--out (results folder) and --seed; with ``resume`` (a tool whose runs can be continued) --resume."""
     p.add_argument("--out", type=Path, default=None,
-                   help=f"results folder (default out/{tool}/<timestamp>)")
+                   help=f"results folder (default out/{tool}/<timestamp>)"
+                        + ("; with --resume, the run to continue" if resume else ""))
+    if resume:
+        p.add_argument("--resume", action="store_true",
+                       help="continue the run in --out from its last finished epoch (--epochs may be raised)")
     p.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
 
 

@@ -17,9 +17,13 @@ COMMANDS: dict[str, str] = {
     "split": "split",
     "eval_seg": "eval-seg",
     "eval_cls": "eval-cls",
+    "eval_assoc": "eval-assoc",
+    "eval_system": "eval-system",
+    "export": "export",
+    "prelabel": "prelabel",
     "finetune_decoder": "finetune-decoder",
     "finetune_clip": "finetune-clip",
-    "bench": "bench",
+    "bench.cli": "bench",
 }
 
 

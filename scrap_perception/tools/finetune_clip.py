@@ -16,10 +16,10 @@ from __future__ import annotations
 
 import argparse
 import json
+import logging
 import math
 import sys
 import time
-import warnings
 from pathlib import Path
 from typing import Optional, Sequence
 
@@ -30,10 +30,13 @@ from ..checkpoints import CheckpointError
 from ..data import CocoDataset, DatasetError, classification_set, split_coco
 from ..labels import DEFAULT_LABELS, Label, LabelError, labels_from_config
 from ..losses import class_logits, clip_class_loss
+from . import ToolError
 from . import finetune_common as common
 
 TOOL = "finetune-clip"
 LOGIT_SCALE_MAX = math.log(100.0)
+
+log = logging.getLogger(__name__)
 
 
 # ----------------------------------------------------------------------------------- model, texts
@@ -44,15 +47,16 @@ def load_base_model(model_name: str, checkpoint: Optional[str]) -> torch.nn.Modu
 
     model = build_clip_model(model_name)
     if checkpoint is None:
-        warnings.warn(f"{TOOL}: no --checkpoint: fine-tuning from RANDOM {model_name} weights "
-                      "(only useful for tests)", RuntimeWarning, stacklevel=2)
+        log.warning("%s: no --checkpoint: fine-tuning from RANDOM %s weights (only useful for tests)",
+                    TOOL, model_name)
     else:
         load_clip_checkpoint(model, checkpoint, model_name, param="--checkpoint")
     return model.float()
 
 
 class ClassTexts:
-    """The tokenised prompts of every label and the differentiable class text features."""
+    """The tokenised prompts of every label and the differentiable class text features (the
+    classifier's ``encode_labels`` with gradients through the text tower)."""
 
     def __init__(self, labels: Sequence[Label], device: torch.device) -> None:
         from ..classification.text_features import tokenize_labels
@@ -63,9 +67,9 @@ class ClassTexts:
 
     def features(self, model: torch.nn.Module) -> torch.Tensor:
         """(K, D): per label, the mean of its normalised prompt features, normalised again."""
-        f = torch.nn.functional.normalize(model.encode_text(self.tokens).float(), dim=-1)
-        summed = torch.zeros(self.k, f.shape[1], device=f.device).index_add_(0, self.owner, f)
-        return torch.nn.functional.normalize(summed, dim=-1)
+        from ..classification.text_features import pool_prompts
+
+        return pool_prompts(model.encode_text(self.tokens), self.owner, self.k)
 
 
 # ------------------------------------------------------------------------------------------- data
@@ -82,7 +86,7 @@ def prepare_crop_set(dataset: CocoDataset, labels: Sequence[Label], resolution: 
         print(f"{TOOL}: {dataset.ann_file}: left out {dict(dataset.skipped)} instances (crowd / under --min-area)",
               file=sys.stderr)
     if not len(crop_set):
-        raise common.RunError(f"{dataset.ann_file}: no instance of at least {min_area} pixels")
+        raise ToolError(f"{dataset.ann_file}: no instance of at least {min_area} pixels")
     index = {lb.id: k for k, lb in enumerate(labels)}
     return {"images": resize_crops(crop_set.crops, resolution),
             "labels": torch.tensor([index[int(c)] for c in crop_set.class_ids], dtype=torch.int64),
@@ -198,7 +202,7 @@ def load_labels(path: Optional[Path]) -> tuple[Label, ...]:
     try:
         entries = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, json.JSONDecodeError) as e:
-        raise common.RunError(f"--labels {path}: not a readable JSON file: {e}") from None
+        raise ToolError(f"--labels {path}: not a readable JSON file: {e}") from None
     return labels_from_config(entries)
 
 
@@ -214,17 +218,17 @@ def datasets(args: argparse.Namespace, out: Path, labels: Sequence[Label]) -> tu
 
 
 def fit(args: argparse.Namespace) -> Path:
-    """The whole run; returns the run folder. Raises RunError/CheckpointError/DatasetError on bad input."""
+    """The whole run; returns the run folder. Raises ToolError/CheckpointError/DatasetError on bad input."""
     from ..classification.crops import check_margin, parse_background
     from ..segmentation.devices import resolve_device, resolve_precision
 
-    out = args.out = common.run_folder(args, TOOL)
+    out = args.out = common.open_run(args, TOOL)
     common.check_config(out, common.run_config(args), args.resume)
     try:
         device = resolve_device(args.device)
         dtype = resolve_precision(args.precision, device)
     except ValueError as e:
-        raise common.RunError(str(e)) from None
+        raise ToolError(str(e)) from None
     labels = load_labels(args.labels)
     common.seed_everything(args.seed)
     rng = np.random.default_rng(args.seed)
@@ -233,7 +237,7 @@ def fit(args: argparse.Namespace) -> Path:
         check_margin(args.crop_margin)
         model = load_base_model(args.model, args.checkpoint).to(device)
     except ValueError as e:  # unknown model name or config, bad crop policy
-        raise common.RunError(str(e)) from None
+        raise ToolError(str(e)) from None
     resolution = int(model.visual.input_resolution)
     train_set, val_set = datasets(args, out, labels)
     (out / "cache").mkdir(exist_ok=True)
@@ -300,7 +304,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         TOOL, help="fine-tune CN-CLIP on the instance crops of a COCO dataset against the class texts",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    common.add_data_options(p)
+    common.add_training_options(p, TOOL)
     p.add_argument("--labels", type=Path, default=None,
                    help="JSON list of {id, name, text[, templates]} (default: the seven shapes)")
     p.add_argument("--model", default="ViT-B-16",
@@ -324,7 +328,6 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--min-area", type=int, default=64, help="instances with fewer pixels are left out")
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
                    help="autocast precision (weights stay fp32; no fp16: training in it would need loss scaling)")
-    common.add_run_options(p, TOOL)
     p.set_defaults(func=run)
     return p
 
@@ -334,9 +337,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         for name in ("epochs", "batch_size", "patience"):
             if getattr(args, name) < 1:
-                raise common.RunError(f"--{name.replace('_', '-')} must be at least 1")
+                raise ToolError(f"--{name.replace('_', '-')} must be at least 1")
         out = fit(args)
-    except (common.RunError, CheckpointError, DatasetError, LabelError) as e:
+    except (ToolError, CheckpointError, DatasetError, LabelError) as e:
         print(f"{TOOL}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

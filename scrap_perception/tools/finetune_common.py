@@ -1,4 +1,5 @@
-"""What both fine-tuning tools share: run folders, resumable training state, the schedule, curves.
+"""What both fine-tuning tools share: their options, resumable run folders and training state, the
+schedule, curves.
 
 A run folder holds ``config.json`` (the options that define the run), ``state_last.pt`` (everything
 needed to continue after the last finished epoch: weights, optimizer, scheduler, epoch, RNG states,
@@ -13,53 +14,41 @@ import json
 import math
 import os
 import random
-import time
 from pathlib import Path
 from typing import Any, Iterable, Mapping, Optional, Sequence
 
 import numpy as np
 import torch
 
+from . import ToolError, add_run_options, run_folder
+
 STATE_FILE = "state_last.pt"
 CONFIG_FILE = "config.json"
 
 
-class RunError(RuntimeError):
-    """A run that cannot start or continue; the message says why (shown without a traceback)."""
-
-
-def add_run_options(p: argparse.ArgumentParser, tool: str) -> None:
-    """Options every fine-tuning tool has: output folder, resume, seed, device."""
-    p.add_argument("--out", type=Path, default=None,
-                   help=f"run folder (default out/{tool}/<timestamp>); with --resume, the run to continue")
-    p.add_argument("--resume", action="store_true",
-                   help="continue the run in --out from its last finished epoch (--epochs may be raised)")
-    p.add_argument("--seed", type=int, default=0, help="seed of every random choice (default 0)")
-    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
-
-
-def add_data_options(p: argparse.ArgumentParser) -> None:
-    """The training and validation data options of both tools."""
+def add_training_options(p: argparse.ArgumentParser, tool: str) -> None:
+    """The data, device and run options of both tools (the run resumable)."""
     p.add_argument("--data", type=Path, required=True, help="COCO instance-segmentation json (training set)")
     p.add_argument("--val", type=Path, default=None,
                    help="validation COCO json (default: a seeded 85/15 split of --data in the run folder)")
     p.add_argument("--val-fraction", type=float, default=0.15, help="validation share when splitting --data")
     p.add_argument("--image-root", type=Path, default=None, help="folder of the images (default: the json's)")
+    p.add_argument("--device", default="auto", help="auto (CUDA when available), cpu, cuda or cuda:N")
+    add_run_options(p, tool, resume=True)
 
 
-def run_folder(args: argparse.Namespace, tool: str) -> Path:
-    """The run folder: a new timestamped one, --out, or (with --resume) the existing --out."""
+def open_run(args: argparse.Namespace, tool: str) -> Path:
+    """The run folder: with --resume the existing --out (it must hold a finished epoch), else a new
+    ``run_folder`` that must not hold a run already."""
     if args.resume:
         if args.out is None:
-            raise RunError("--resume needs --out, the folder of the run to continue")
+            raise ToolError("--resume needs --out, the folder of the run to continue")
         if not (args.out / STATE_FILE).is_file():
-            raise RunError(f"--resume: {args.out / STATE_FILE} does not exist: that run never finished an epoch")
+            raise ToolError(f"--resume: {args.out / STATE_FILE} does not exist: that run never finished an epoch")
         return args.out
-    out = args.out or Path("out") / tool / time.strftime("%Y%m%d-%H%M%S")
-    if (out / STATE_FILE).exists():
-        raise RunError(f"--out {out} already holds a run; pass --resume to continue it or choose another folder")
-    out.mkdir(parents=True, exist_ok=True)
-    return out
+    if args.out is not None and (args.out / STATE_FILE).exists():
+        raise ToolError(f"--out {args.out} already holds a run; pass --resume to continue it or choose another folder")
+    return run_folder(args.out, tool)
 
 
 def run_config(args: argparse.Namespace) -> dict[str, Any]:
@@ -79,7 +68,7 @@ def check_config(out: Path, config: Mapping[str, Any], resume: bool,
                         if k not in keep and saved.get(k) != config.get(k))
         if differ:
             detail = "; ".join(f"{k}: run {saved.get(k)!r}, now {config.get(k)!r}" for k in differ)
-            raise RunError(f"--resume: options differ from the run in {out}: {detail}")
+            raise ToolError(f"--resume: options differ from the run in {out}: {detail}")
     path.write_text(json.dumps(config, indent=2, ensure_ascii=False) + "\n")
 
 
@@ -156,7 +145,7 @@ def load_state(out: Path) -> dict:
     try:
         return torch.load(path, map_location="cpu", weights_only=True)
     except Exception as e:  # any unreadable file: say which and why, no deep traceback
-        raise RunError(f"--resume: cannot read {path}: {str(e).splitlines()[0]}") from None
+        raise ToolError(f"--resume: cannot read {path}: {str(e).splitlines()[0]}") from None
 
 
 def plot_curves(path: Path, title: str, panels: Sequence[tuple[str, Mapping[str, Sequence[float]]]],

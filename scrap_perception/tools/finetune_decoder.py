@@ -15,13 +15,12 @@ from __future__ import annotations
 
 import argparse
 import functools
-import inspect
 import math
 import sys
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Optional, Sequence
+from typing import TYPE_CHECKING, Any, Sequence
 
 import numpy as np
 import torch
@@ -33,8 +32,13 @@ from ..masks import InstanceMask, from_full
 from ..metrics import dice
 from ..prompt_strategies import negative_points, strategy_prompt, tight_box
 from ..prompts import Prompt, PromptError
+from ..segmentation.base import EncodedImage
+from . import ToolError
 from . import finetune_common as common
 from . import parse_json_arg
+
+if TYPE_CHECKING:
+    from ..segmentation.sam_backend import SamSegmenter
 
 TOOL = "finetune-decoder"
 
@@ -72,47 +76,47 @@ def sample_prompt(mask: np.ndarray, rng: np.random.Generator, fg_points: int = 2
 
 
 # ----------------------------------------------------------------------------- model and decoding
-def load_base_model(model_type: str, checkpoint: Optional[str], arch: Optional[dict],
-                    decoder_checkpoint: Optional[str] = None) -> torch.nn.Module:
-    """The segmenter's own SAM / MobileSAM / SAM-HQ module (``build_sam_model``) filled from a full-model
-    checkpoint and optionally a decoder-only one to start from, through the segmenter's loader (random
-    weights with a warning without checkpoint). CheckpointError names the file and what it looks like."""
-    from ..segmentation.loading import load_model
-    from ..segmentation.registry import resolve_model_type
+def build_runner(args: argparse.Namespace) -> DecoderRunner:
+    """The engine's segmenter of --model-type (``build_segmenter``: device, precision, checkpoints, arch)
+    behind a DecoderRunner. CheckpointError names the file and what it looks like."""
+    from ..segmentation import build_segmenter
+    from ..segmentation.sam_backend import SamSegmenter
 
-    return load_model(resolve_model_type(model_type), checkpoint, decoder_checkpoint, arch=arch)
+    try:
+        segmenter = build_segmenter(args.model_type, checkpoint=args.checkpoint,
+                                    decoder_checkpoint=args.decoder_checkpoint, arch=args.arch,
+                                    device=args.device, precision=args.precision)
+    except ValueError as e:  # unknown model type, arch or device
+        raise ToolError(str(e)) from None
+    if not isinstance(segmenter, SamSegmenter):
+        raise ToolError(f"--model-type {args.model_type}: has no mask decoder to fine-tune")
+    return DecoderRunner(segmenter)
 
 
 class DecoderRunner:
-    """Encodes images and decodes prompts with a SAM module exactly as ``SamPredictor`` does, but with
-    gradients through the mask decoder.
+    """The engine's ``SamSegmenter`` with gradients through the mask decoder: images are encoded and
+    prompts transformed by the segmenter itself, and the decoder runs as ``SamPredictor``'s
+    single-mask forward.
 
     Features of one image: {"embeddings": (1, C, h, w), "interm": [SAM-HQ's early ViT features],
-    "input_hw": (2,) size after ResizeLongestSide, "original_hw": (2,) image size}, float32 on CPU.
+    "input_hw": (2,) size after the model's resize, "original_hw": (2,) image size}, float32 on CPU.
     """
 
-    def __init__(self, sam: torch.nn.Module, device: torch.device, dtype: torch.dtype = torch.float32) -> None:
-        from segment_anything.utils.transforms import ResizeLongestSide
-
-        self.sam = sam.to(device)
-        self.device, self.dtype = device, dtype
-        self.transform = ResizeLongestSide(sam.image_encoder.img_size)
-        self.hq = "interm_embeddings" in inspect.signature(sam.mask_decoder.forward).parameters
-        for module in (sam.image_encoder, sam.prompt_encoder):
+    def __init__(self, segmenter: SamSegmenter) -> None:
+        self.segmenter = segmenter
+        self.sam = segmenter.model
+        self.device, self.dtype = segmenter.device, segmenter.dtype
+        self.hq = segmenter.spec.hq
+        for module in (self.sam.image_encoder, self.sam.prompt_encoder):
             module.eval().requires_grad_(False)
 
-    @torch.no_grad()  # not inference_mode: the features feed the decoder's autograd graph later
     def encode(self, rgb: np.ndarray) -> dict[str, Any]:
         """Features of one RGB uint8 (H, W, 3) image."""
-        from ..devices import autocast
-
-        resized = torch.as_tensor(self.transform.apply_image(rgb), device=self.device)
-        x = self.sam.preprocess(resized.permute(2, 0, 1).contiguous()[None])
-        with autocast(self.device, self.dtype):
-            out = self.sam.image_encoder(x)
-        emb, interm = (out[0], list(out[1])) if isinstance(out, (tuple, list)) else (out, [])
-        return {"embeddings": emb.float().cpu(), "interm": [t.float().cpu() for t in interm],
-                "input_hw": torch.tensor(resized.shape[:2]), "original_hw": torch.tensor(rgb.shape[:2])}
+        enc = self.segmenter.encode([rgb])[0]
+        interm = [enc.extra["interm"]] if self.hq else []
+        # clone: the engine encodes under inference_mode, whose tensors cannot enter the decoder's graph
+        return {"embeddings": enc.features.float().cpu().clone(), "interm": [t.float().cpu().clone() for t in interm],
+                "input_hw": torch.tensor(enc.input_hw), "original_hw": torch.tensor(enc.original_hw)}
 
     def logits(self, features: dict[str, Any], prompt: Prompt) -> torch.Tensor:
         """(1, 1, H, W) float32 mask logits of one prompt at the image resolution (single-mask output)."""
@@ -120,16 +124,11 @@ class DecoderRunner:
 
         original_hw = tuple(int(v) for v in features["original_hw"])
         input_hw = tuple(int(v) for v in features["input_hw"])
-        points = boxes = None
-        if len(prompt.points):
-            coords = self.transform.apply_coords(prompt.points, original_hw)
-            points = (torch.as_tensor(coords, dtype=torch.float32, device=self.device)[None],
-                      torch.as_tensor(prompt.point_labels, dtype=torch.int64, device=self.device)[None])
-        if prompt.box is not None:
-            boxes = torch.as_tensor(self.transform.apply_boxes(prompt.box[None], original_hw),
-                                    dtype=torch.float32, device=self.device)
+        # The segmenter's prompt transform needs only the image geometry.
+        coords, labels, boxes = self.segmenter.prompt_tensors([prompt], EncodedImage(original_hw, input_hw, None))
         with torch.no_grad():
-            sparse, dense = self.sam.prompt_encoder(points=points, boxes=boxes, masks=None)
+            sparse, dense = self.sam.prompt_encoder(points=None if coords is None else (coords, labels),
+                                                    boxes=boxes, masks=None)
         extra = {}
         if self.hq:
             extra = {"hq_token_only": False, "interm_embeddings": [t.to(self.device) for t in features["interm"]]}
@@ -194,7 +193,7 @@ def prepare_split(dataset: CocoDataset, split: str, runner: DecoderRunner, cache
     if small:
         print(f"{TOOL}: {split}: left out {small} instances under --min-area {min_area} px", file=sys.stderr)
     if not items:
-        raise common.RunError(f"{dataset.ann_file}: no instance of at least {min_area} pixels for {split}")
+        raise ToolError(f"{dataset.ann_file}: no instance of at least {min_area} pixels for {split}")
     return items
 
 
@@ -277,24 +276,12 @@ def plot(out: Path, history: list[dict], initial_val_dice: float) -> None:
 
 
 def fit(args: argparse.Namespace) -> Path:
-    """The whole run; returns the run folder. Raises RunError/CheckpointError/DatasetError on bad input."""
-    from ..segmentation.devices import resolve_device, resolve_precision
-
-    out = args.out = common.run_folder(args, TOOL)
+    """The whole run; returns the run folder. Raises ToolError/CheckpointError/DatasetError on bad input."""
+    out = args.out = common.open_run(args, TOOL)
     common.check_config(out, common.run_config(args), args.resume)
-    try:
-        device = resolve_device(args.device)
-        dtype = resolve_precision(args.precision, device, args.model_type)
-    except ValueError as e:
-        raise common.RunError(str(e)) from None
-    common.seed_everything(args.seed)
+    common.seed_everything(args.seed)  # before the model: random weights (tests) come from the seed
     rng = np.random.default_rng(args.seed)
-
-    try:
-        sam = load_base_model(args.model_type, args.checkpoint, args.arch, args.decoder_checkpoint)
-    except ValueError as e:  # unknown model type or arch
-        raise common.RunError(str(e)) from None
-    runner = DecoderRunner(sam, device, dtype)
+    runner = build_runner(args)
     decoder = runner.sam.mask_decoder
     train_set, val_set = datasets(args, out)
     cache = FeatureCache(out / "cache")
@@ -345,7 +332,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p = subparsers.add_parser(
         TOOL, help="fine-tune a SAM mask decoder on a COCO dataset (the paper's recipe)",
         description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    common.add_data_options(p)
+    common.add_training_options(p, TOOL)
     p.add_argument("--model-type", default="vit_b",
                    help="vit_b | vit_l | vit_h | mobile_sam:vit_t | hq:vit_b | hq:vit_l | hq:vit_h | hq:vit_tiny")
     p.add_argument("--checkpoint", default=None,
@@ -370,7 +357,6 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16"),
                    help="autocast precision of the encoder and decoder (weights stay fp32; no fp16: "
                         "training in it would need loss scaling)")
-    common.add_run_options(p, TOOL)
     p.set_defaults(func=run)
     return p
 
@@ -378,11 +364,11 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 def _check(args: argparse.Namespace) -> None:
     for name in ("epochs", "batch_size", "fg_points"):
         if getattr(args, name) < 1:
-            raise common.RunError(f"--{name.replace('_', '-')} must be at least 1")
+            raise ToolError(f"--{name.replace('_', '-')} must be at least 1")
     if args.bg_points < 0 or args.min_area < 0:
-        raise common.RunError("--bg-points and --min-area must not be negative")
+        raise ToolError("--bg-points and --min-area must not be negative")
     if not 0.0 <= args.p_omit < 1.0:
-        raise common.RunError(f"--p-omit must be in [0, 1), got {args.p_omit}")
+        raise ToolError(f"--p-omit must be in [0, 1), got {args.p_omit}")
 
 
 def run(args: argparse.Namespace) -> int:
@@ -390,7 +376,7 @@ def run(args: argparse.Namespace) -> int:
     try:
         _check(args)
         out = fit(args)
-    except (common.RunError, CheckpointError, DatasetError, PromptError) as e:
+    except (ToolError, CheckpointError, DatasetError, PromptError) as e:
         print(f"{TOOL}: error: {e}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

@@ -33,10 +33,13 @@ def _palette(n: int) -> list:
 
 
 def _strategy_colors(strategies: Sequence[str]) -> list:
-    """A fixed colour per strategy name (S1 is always the same colour, in every figure)."""
+    """A fixed colour per strategy name (S1 is always the same colour, in every figure; the S6 variants
+    have their own); names outside ``prompt_strategies.STRATEGIES`` take the colours after them."""
+    from ..prompt_strategies import STRATEGIES
+
+    known = list(STRATEGIES)
     palette = _palette(10)
-    return [palette[(int(s[1:]) - 1) % 10] if s[:1] == "S" and s[1:].isdigit() else palette[k % 10]
-            for k, s in enumerate(strategies)]
+    return [palette[(known.index(s) if s in known else len(known) + k) % 10] for k, s in enumerate(strategies)]
 
 
 def dataset_preview(path: Path, dataset, n: int) -> Path:

@@ -1,4 +1,7 @@
-"""``scrap-tools split``: split a COCO json by image into train.json / val.json (85/15 by default)."""
+"""``scrap-tools split``: split a COCO json by image into train.json / val.json (85/15 by default).
+
+The dataset is validated first (every image readable and of its json size, every mask non-empty, every
+category known): a bad record stops the tool before anything is written."""
 from __future__ import annotations
 
 import argparse
@@ -27,7 +30,9 @@ def run(args: argparse.Namespace) -> int:
     from ..data import CocoDataset, DatasetError, split_coco
 
     try:
-        CocoDataset(args.data, args.image_root)  # validates the file before anything is written
+        if not 0.0 < args.val_fraction < 1.0:
+            raise ValueError(f"--val-fraction must be in (0, 1), got {args.val_fraction}")
+        CocoDataset(args.data, args.image_root).validate(progress=True)
         out = run_folder(args.out, TOOL)
         train, val = split_coco(args.data, out, args.val_fraction, args.seed, args.image_root)
     except (DatasetError, ValueError) as e:

@@ -11,13 +11,13 @@ import json
 import os
 import re
 from pathlib import Path
-from typing import Any, Mapping
+from typing import Any, Mapping, Optional
 
 import cn_clip.clip
 import torch
 from cn_clip.clip.model import CLIP
 
-from ..checkpoints import CheckpointError, load_into, load_state_dict
+from ..checkpoints import CheckpointError, assign_into, check_state, load_state_dict
 
 # name -> (vision config, text config), the structures cn_clip publishes its pretrained weights for.
 MODELS: dict[str, tuple[str, str]] = {
@@ -144,23 +144,56 @@ def from_flash_layout(state: Mapping[str, torch.Tensor]) -> dict[str, torch.Tens
     return out
 
 
-def load_clip_checkpoint(model: CLIP, path: str | os.PathLike, model_name: str, param: str = "checkpoint") -> None:
-    """Loads a CN-CLIP checkpoint into ``model`` (built for ``model_name``): cn_clip's own format
-    ``{"epoch", "step", "name", "state_dict"}`` or a bare state dict, with or without ``module.``,
-    in the standard or the flash-attention layout. Only tensors are read (weights_only). Raises
-    CheckpointError with what the file holds when it does not fit the model exactly; ``param`` names
-    the option that gave the path in messages."""
-    path = os.fspath(path)
-    expected = f"a CN-CLIP {model_name} checkpoint (cn_clip's {{'state_dict': ...}} format or a state dict)"
-    state = load_state_dict(path, param=param, expected=expected)
+def read_clip_state(path: str | os.PathLike, model_name: str, param: str = "checkpoint") -> dict[str, torch.Tensor]:
+    """The state dict of a CN-CLIP checkpoint in the standard layout: cn_clip's own format ``{"epoch",
+    "step", "name", "state_dict"}`` or a bare state dict, with or without ``module.``, in the standard or
+    the flash-attention layout. Only tensors are read (weights_only); the file is checked first."""
+    state = load_state_dict(path, param=param, expected=_expected(model_name))
     if any(".Wqkv." in k for k in state):
         state = from_flash_layout(state)
     # Pretrained cn_clip weights carry the unused BERT pooler, which cn_clip drops when loading as well.
-    state = {k: v for k, v in state.items() if not k.startswith("bert.pooler.")}
+    return {k: v for k, v in state.items() if not k.startswith("bert.pooler.")}
+
+
+def _expected(model_name: str) -> str:
+    official = f", e.g. {OFFICIAL_FILES[model_name]}" if model_name in OFFICIAL_FILES else ""
+    return f"a CN-CLIP {model_name} checkpoint (cn_clip's {{'state_dict': ...}} format or a state dict{official})"
+
+
+def _check_clip_state(model: CLIP, state: Mapping[str, torch.Tensor], path: str, model_name: str,
+                      param: str) -> None:
     words = state.get("bert.embeddings.word_embeddings.weight")
     width = model.bert_config.hidden_size
     if words is not None and words.ndim == 2 and words.shape[1] != width:
         raise CheckpointError(
-            f"{param}={path!r}: its text encoder is {words.shape[1]} wide but {model_name}'s is {width}; the file "
-            f"looks like {describe(state)}. Set the classifier model to the one the checkpoint was trained with.")
-    load_into(model, state, param=param, path=path, expected=expected, describe=describe)
+            f"{param}={path!r}: holds {describe(state)}, whose text encoder is {words.shape[1]} wide but "
+            f"{model_name}'s is {width}: set the classifier model to the one the checkpoint was trained with; "
+            f"expected {_expected(model_name)}")
+    check_state(model.state_dict(), state, param=param, path=path, expected=_expected(model_name),
+                target=f"the classifier model is {model_name}", describe=describe)
+
+
+def load_clip_checkpoint(model: CLIP, path: str | os.PathLike, model_name: str, param: str = "checkpoint") -> None:
+    """Copies a CN-CLIP checkpoint (see ``read_clip_state``) into ``model`` (built for ``model_name``).
+    Raises CheckpointError with what the file holds when it does not fit the model exactly; ``param``
+    names the option that gave the path in messages."""
+    path = os.fspath(path)
+    state = read_clip_state(path, model_name, param)
+    _check_clip_state(model, state, path, model_name, param)
+    model.load_state_dict(state, strict=True)
+
+
+def load_clip_model(model_name: str, checkpoint: Optional[str | os.PathLike], param: str = "checkpoint") -> CLIP:
+    """cn_clip's CLIP for ``model_name`` in eval mode, its weights those of ``checkpoint`` (random fp32 ones
+    when None). The file is read and checked against the architecture, built on the meta device, before
+    any weight is allocated; its tensors then become the model's own (no random init, no second copy)."""
+    cfg = model_config(model_name)
+    if checkpoint is None:
+        return CLIP(**cfg).eval()
+    path = os.fspath(checkpoint)
+    state = read_clip_state(path, model_name, param)
+    with torch.device("meta"):
+        model = CLIP(**cfg)
+    _check_clip_state(model, state, path, model_name, param)
+    assign_into(model, state)
+    return model.eval()

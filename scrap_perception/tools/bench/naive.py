@@ -19,10 +19,10 @@ import torch
 from cn_clip.clip import image_transform, tokenize
 from PIL import Image
 
-from ..classification.crops import (DEFAULT_BACKGROUND, DEFAULT_CROP_MARGIN, BackgroundSpec, blur_sigma, crop_box,
-                                    parse_background)
-from ..labels import DEFAULT_LABELS, Label
-from ..segmentation.devices import autocast
+from ...classification.crops import (DEFAULT_BACKGROUND, DEFAULT_CROP_MARGIN, BackgroundSpec, blur_sigma, crop_box,
+                                     parse_background)
+from ...labels import DEFAULT_LABELS, Label
+from ...segmentation.devices import autocast
 
 
 @dataclass

@@ -12,7 +12,8 @@ from typing import Any, Mapping, Optional
 import numpy as np
 import torch
 
-from .bench_modes import GOAL_CONFIG
+from . import sets_mode
+from .modes import GOAL_CONFIG
 
 PLOT_ORDER = ("floor", "core", "ros", "naive")
 GOALS = {"core_over_floor": 1.05, "ros_over_floor": 1.15, "stage_share": 0.02}
@@ -94,7 +95,8 @@ def _f(v: float, digits: int = 3) -> str:
 
 
 def markdown(report: Mapping[str, Any]) -> str:
-    """bench.md: the settings and machine, the main table, stage shares, goals, conversions, memory."""
+    """bench.md: the settings and machine, the main table, stage shares, goals, conversions, the camera-set
+    comparison, memory."""
     m, s = report["machine"], report["settings"]
     lines = [f"# scrap_perception benchmark ({report['started']})", "",
              f"Machine: {m['cpu']}, {m['cores']} cores, {m['memory_gb']} GiB, torch {m['torch']} "
@@ -147,6 +149,8 @@ def markdown(report: Mapping[str, Any]) -> str:
                   + (f"a frame through a node without models and back {_f(1000 * conv['round_trip_s'], 2)} ms "
                      "(median, empty detections)." if "round_trip_s" in conv else
                      f"round trip not measured: {conv.get('round_trip_error', '?')}.")]
+    if report.get("camera_sets"):
+        lines += sets_mode.markdown(report["camera_sets"])
     st = report.get("post_model_stages")
     if st:
         lines += ["", f"Post-model stages alone at N={st['masks']} (ms; % of the 1-camera core frame):", "",

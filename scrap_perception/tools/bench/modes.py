@@ -1,9 +1,12 @@
 """The benchmark's measurements: the models under test and the floor, core and naive modes in this
-process, the ROS mode through bench_ros. See ``bench`` for what each mode is.
+process, the ros mode and the camera-set comparison (sets) through ros_session. See ``cli`` for what each
+mode is.
 
 For every configuration (N boxes, C cameras) the in-process modes run interleaved, call by call, so a
 drift of the shared machine falls on all of them alike; the peak memory of a mode is the highest around
-any of its calls. The ros mode takes part through bench_ros.RosSession (node and driver processes).
+any of its calls. The ros mode takes part through ros_session.RosSession (node and driver processes).
+The camera-set comparison runs after the configurations: the same frame set to the ``sync.policy:
+independent`` node and to the ``sets`` node, interleaved set by set.
 """
 from __future__ import annotations
 
@@ -20,12 +23,13 @@ import numpy as np
 import torch
 from tqdm import tqdm
 
-from . import ToolError
-from .bench_floor import Floor
-from .bench_frames import Frame, save_frames
-from .bench_timing import Clock, ModelTime, PeakMemory, Samples, measure_interleaved
+from .. import ToolError
+from . import ros_session, sets_mode
+from .floor import Floor, best_chunk
+from .frames import Frame, save_frames
+from .timing import Clock, ModelTime, PeakMemory, Samples, measure_interleaved
 
-MODES = ("floor", "core", "naive", "ros")
+MODES = ("floor", "core", "naive", "ros", "sets")
 GOAL_CONFIG = (20, 1)  # (boxes, cameras) the goals are stated for: measured at least 3 times
 
 
@@ -46,7 +50,7 @@ def classifier_name(args: argparse.Namespace, out: Path) -> str:
     """--classifier, or with --quick a tiny CN-CLIP config written to ``out``."""
     if not args.quick:
         return args.classifier
-    from ..classification import small_clip_config
+    from ...classification import small_clip_config
 
     path = out / "small_clip.json"
     path.write_text(json.dumps(small_clip_config()))
@@ -57,9 +61,9 @@ class Models:
     """The pipeline under test and everything that measures against it, sharing one set of modules."""
 
     def __init__(self, args: argparse.Namespace, device: torch.device, clock: Clock, out: Path) -> None:
-        from ..classification import build_classifier
-        from ..pipeline import Pipeline
-        from ..segmentation import build_segmenter
+        from ...classification import build_classifier
+        from ...pipeline import Pipeline
+        from ...segmentation import build_segmenter
         from .naive import NaivePipeline
 
         torch.manual_seed(args.seed)
@@ -108,6 +112,7 @@ class Bench:
         self.encoder_batches: dict[int, dict[str, Any]] = {}
         self.ros_conversions: Optional[dict[str, Any]] = None
         self.ros_skipped: Optional[str] = None
+        self.camera_sets: Optional[dict[str, Any]] = None
 
     def _warmup(self, n: int, c: int) -> int:
         """Warm-up calls: before each mode's first configuration of each camera count only."""
@@ -119,12 +124,12 @@ class Bench:
 
     def run(self, modes: Sequence[str], out: Path) -> None:
         """Measures core and, of ``modes``, floor, naive and ros for every configuration, the modes of a
-        configuration interleaved (``measure_interleaved``). The core's first call comes first: the floor
-        classifies as many crops as it kept, naive is compared with its outputs, ros's timeout follows
-        its time. A ROS part that cannot run or fails leaves the other modes' results standing
-        (``ros_skipped`` says why)."""
+        configuration interleaved (``measure_interleaved``), then with ``sets`` the camera-set comparison.
+        The core's first call comes first: the floor classifies as many crops as it kept, naive is
+        compared with its outputs, ros's timeout follows its time. A ROS part that cannot run or fails
+        leaves the other modes' results standing (``ros_skipped`` says why)."""
         with contextlib.ExitStack() as stack:
-            ros = self._ros_session(stack, out) if "ros" in modes else None
+            ros = self._ros_session(stack, out, "sets" in modes) if {"ros", "sets"} & set(modes) else None
             mt = stack.enter_context(self.m.model_time())
             for n, c in tqdm(self.configs, desc="bench configurations", unit="config", file=sys.stderr):
                 res = self.results[(n, c)]
@@ -133,21 +138,37 @@ class Bench:
                     fns["floor"] = self._floor(n, c, res)
                 if "naive" in modes and c in self.args.naive_cameras:
                     fns["naive"] = self._naive(n, c, res)
-                if ros is not None and not self.ros_skipped:
+                if "ros" in modes and ros is not None and not self.ros_skipped:
                     fns["ros"] = self._ros(n, c, res, ros)
                 least = max(self.args.min_repeats, 3) if (n, c) == GOAL_CONFIG else self.args.min_repeats
                 samples = measure_interleaved(fns, self.clock, self.args.repeats, self._warmup(n, c), least,
                                               self.args.budget, self.memory)
                 self._collect(n, c, res, samples)
-            if ros is not None and not self.ros_skipped:
+            if "sets" in modes and ros is not None and not self.ros_skipped:
                 try:
-                    trip = ros.round_trip()
-                except RuntimeError as e:  # the frame-set results stand
-                    trip = {"round_trip_error": str(e)}
-                end = ros.finish()
-                self.ros_conversions = dict(end["conversions"], fastdds_profile=end["fastdds_profile"], **trip)
-                # The node's peak since its start, loading the checkpoints included.
-                self.memory_by_mode["ros_node"] = {"peak_rss_mb": end["node_peak_rss_mb"]}
+                    self.camera_sets = self._camera_sets(ros)
+                except RuntimeError as e:  # the configurations' results stand
+                    self.ros_skipped = f"failed in the camera-set comparison: {e}"
+            if ros is not None and not self.ros_skipped:
+                self._finish_ros(ros, "ros" in modes)
+
+    def _finish_ros(self, ros: Any, round_trip: bool) -> None:
+        """The model-free round trip (with the ros mode), the conversion costs, each node's peak memory
+        and the sets node's accounting; the driver then exits."""
+        trip = {}
+        if round_trip:
+            try:
+                trip = ros.round_trip()
+            except RuntimeError as e:  # the frame-set results stand
+                trip = {"round_trip_error": str(e)}
+        end = ros.finish()
+        self.ros_conversions = dict(end["conversions"], fastdds_profile=end["fastdds_profile"], **trip)
+        # Each node's peak since its start, loading the checkpoints included.
+        self.memory_by_mode["ros_node"] = {"peak_rss_mb": end["nodes"]["independent"]["peak_rss_mb"]}
+        if self.camera_sets is not None:
+            sets_node = end["nodes"]["sets"]
+            self.memory_by_mode["ros_sets_node"] = {"peak_rss_mb": sets_node.pop("peak_rss_mb")}
+            self.camera_sets["sets_node"] = sets_mode.accounting(sets_node, self.camera_sets["sent"])
 
     def _collect(self, n: int, c: int, res: dict, samples: Mapping[str, Samples]) -> None:
         for mode, smp in samples.items():
@@ -183,7 +204,7 @@ class Bench:
             res["_core_results"] = out  # only the last call's results are kept (masks are large)
             res["_core_last_s"] = wall
             res["instances"] = sum(len(r.instances) for r in out)
-            stages = {k: sum(r.timings.get(k, 0.0) for r in out) for k in ("encode", "decode", "classify")}
+            stages = {k: sum(r.timings.get(k, 0.0) for r in out) for k in ("encode", "mask_decode", "classify")}
             return {"wall": wall, "stages": stages, "model": dict(mt.seconds), "calls": dict(mt.calls)}
 
         return call
@@ -194,7 +215,7 @@ class Bench:
         f = self.m.floor
         prompts = [f.prompt_tensors(fr.boxes[:n], fr.rgb.shape[:2]) for fr in self.frames[:c]]
         if n not in self.chunks:
-            best, timings = f.best_chunk(prompts[0], repeats=1)
+            best, timings = best_chunk(self.m.segmenter, f.embedding, self.frames[0].rgb.shape[:2], n)
             self.chunks[n] = {"best": best, "median_s": {str(k): v for k, v in timings.items()},
                               "segmenter_chunk_size": self.m.segmenter.chunk_size}
         if c not in self.encoder_batches:
@@ -211,21 +232,21 @@ class Bench:
 
         return call
 
-    def _ros_session(self, stack: contextlib.ExitStack, out: Path) -> Optional[Any]:
-        """The node and driver processes (bench_ros.RosSession) on the benchmark's weights and frames,
-        closed with ``stack``; None (and ``ros_skipped`` set) when the ROS part cannot run."""
-        from . import bench_ros
-
-        self.ros_skipped = bench_ros.unavailable_reason()
+    def _ros_session(self, stack: contextlib.ExitStack, out: Path, sets: bool) -> Optional[Any]:
+        """The node(s) (with ``sets`` the sets node too) and driver processes (ros_session.RosSession) on
+        the benchmark's weights and frames, closed with ``stack``; None (and ``ros_skipped`` set) when the
+        ROS part cannot run."""
+        self.ros_skipped = ros_session.unavailable_reason()
         if self.ros_skipped:
             return None
         tmp = Path(stack.enter_context(tempfile.TemporaryDirectory(dir=out, prefix="ros-")))
-        frames_path = save_frames(tmp / "frames.npz", self.frames[:max(self.args.cameras)])
+        frames_path = save_frames(tmp / "frames.npz", self.frames)
         sam_ckpt, clip_ckpt = self.m.save_weights(tmp)
-        print("bench: starting the perception node and the ROS driver", file=sys.stderr)
+        print(f"bench: starting the perception node{'s' if sets else ''} and the ROS driver", file=sys.stderr)
         try:
-            return stack.enter_context(bench_ros.RosSession(
-                frames_path, node_params(self.args, self.m, sam_ckpt, clip_ckpt), out, max(self.args.cameras)))
+            return stack.enter_context(ros_session.RosSession(
+                frames_path, node_params(self.args, self.m, sam_ckpt, clip_ckpt), out, len(self.frames),
+                self.args.sets_cameras if sets else None))
         except RuntimeError as e:
             self.ros_skipped = f"failed: {e}"
             return None
@@ -241,6 +262,15 @@ class Bench:
                 return None
 
         return call
+
+    def _camera_sets(self, ros: Any) -> dict[str, Any]:
+        """The camera-set comparison (sets_mode.compare), its timeout from the core's time of the set."""
+        n, c = self.args.sets_boxes, self.args.sets_cameras
+        print(f"bench: camera sets, {c} cameras x N={n}: independent vs sets node, {self.args.sets_repeats} sets "
+              "each (interleaved)", file=sys.stderr)
+        core = self.results.get((n, c), {}).get("core", {}).get("median_s")
+        return sets_mode.compare(ros, n, c, self.args.sets_repeats, max(1, self.args.warmup), self.clock,
+                                 600.0 if core is None else 60.0 + 10.0 * core)
 
 
 def ros_result(extras: Sequence[Optional[dict]], res: Mapping[str, Any]) -> Optional[dict[str, Any]]:
@@ -267,7 +297,8 @@ def stage_shares(extras: Sequence[dict]) -> dict[str, Any]:
              for k in ("sam_image_encoder", "sam_prompt_encoder", "sam_mask_decoder", "clip_image", "clip_text")}
     overhead = {
         "preprocess (resize, normalise, pad)": med(lambda e: outside(e, "encode", "sam_image_encoder")),
-        "prompts + ROI mask upsampling": med(lambda e: outside(e, "decode", "sam_prompt_encoder", "sam_mask_decoder")),
+        "prompts + ROI mask upsampling": med(
+            lambda e: outside(e, "mask_decode", "sam_prompt_encoder", "sam_mask_decoder")),
         "crops + similarity": med(lambda e: outside(e, "classify", "clip_image", "clip_text")),
         "pipeline (sanitize, thresholds, results)": med(lambda e: e["wall"] - sum(e["stages"].values())),
     }
@@ -301,7 +332,7 @@ def compare(core_results: Sequence[Any], naive_results: Sequence[Sequence[Any]],
 
 def node_params(args: argparse.Namespace, m: Models, sam_ckpt: Path, clip_ckpt: Path) -> dict[str, Any]:
     """Perception-node parameters for the benchmark's models, weights and thresholds."""
-    from ..classification import BACKGROUNDS
+    from ...classification import BACKGROUNDS
 
     cls = m.classifier
     background = next((name for name, value in BACKGROUNDS.items() if value == cls.background), None)

@@ -3,7 +3,8 @@
 - encoder: ``image_encoder`` on already normalised, padded (B, 3, S, S) tensors, the C cameras' images
   B at a time, B the fastest of one at a time and all at once (measured);
 - decoder: ``prompt_encoder`` + ``mask_decoder.predict_masks`` for N box+point prompts already in the
-  model's input frame, in chunks of the best chunk size for this device and N (measured);
+  model's input frame, in chunks of the best chunk size for this device and N (measured by the
+  segmenter's own tuner, ``best_chunk``);
 - CN-CLIP: ``encode_image`` of K (B, 3, R, R) crops already resized and normalised, in batches of the
   classifier's batch size. K = the masks the pipeline classified (empty masks are not classified).
 
@@ -13,19 +14,38 @@ values. Text features are excluded: the pipeline computes them once, not per fra
 """
 from __future__ import annotations
 
-from typing import Callable, Optional, Sequence
+from typing import Any, Callable, Optional, Sequence
 
 import numpy as np
 import torch
 
-from ..prompts import box_point_prompt
-from ..segmentation.devices import autocast
-from .bench_timing import Clock, measure
+from ...prompts import box_point_prompt
+from ...segmentation.base import EncodedImage
+from ...segmentation.devices import autocast
+from .timing import Clock, measure
 
 
 def chunk_candidates(n: int) -> list[int]:
     """Chunk sizes worth trying for n prompts: powers of two below n, and n."""
     return sorted({c for c in (1, 2, 4, 8, 16, 32, 64) if c < n} | {n})
+
+
+def best_chunk(segmenter: Any, features: torch.Tensor, image_hw: tuple[int, int], n: int,
+               repeats: int = 1) -> tuple[int, dict[int, float]]:
+    """The fastest of ``chunk_candidates(n)`` for n prompts and {chunk size: median seconds}, timed by
+    ``SamSegmenter.tune_chunk_size`` on ``features`` (the (1, C, h, w) embedding of an (H, W) image).
+
+    The tuner times ``segment``: the decoder calls plus one ROI upsampling of all n masks, which does
+    not depend on the chunk size, so its fastest is the decoder's. It keeps the fastest as the
+    segmenter's chunk size: restored here, the core runs at the configured size."""
+    input_hw = segmenter.transform.get_preprocess_shape(image_hw[0], image_hw[1], segmenter.image_size)
+    saved = segmenter.chunk_size
+    try:
+        timings = segmenter.tune_chunk_size(EncodedImage(image_hw, input_hw, features), n, chunk_candidates(n),
+                                            repeats)
+    finally:
+        segmenter.chunk_size = saved
+    return min(timings, key=timings.get), timings
 
 
 class Floor:
@@ -96,12 +116,6 @@ class Floor:
             return out
 
         return run
-
-    def best_chunk(self, prompts: Sequence[torch.Tensor], repeats: int = 2) -> tuple[int, dict[int, float]]:
-        """The fastest chunk size for these prompts (median of ``repeats`` after one warm-up each)."""
-        timings = {c: measure(self.decoder(prompts, c), self.clock, repeats, warmup=1).median
-                   for c in chunk_candidates(len(prompts[0]))}
-        return min(timings, key=timings.get), timings
 
     def crops(self, count: Callable[[], int], most: int) -> Callable[[], None]:
         """CN-CLIP on ``count()`` crops (read at each call, at most ``most``), ``batch_size`` per call."""

@@ -1,12 +1,17 @@
 """``scrap-tools bench``: what a frame costs, against what the models alone cost, in one run.
 
-For N boxes per frame and C cameras (synthetic 1280x720 scrap scenes, see bench_frames), each the
+For N boxes per frame and C cameras (synthetic 1280x720 scrap scenes, see frames.py), each the
 median of repeats after warm-up:
-- floor: the bare model forwards (bench_floor): image encoder at the best encoder batch, mask decoder
+- floor: the bare model forwards (floor.py): image encoder at the best encoder batch, mask decoder
   at the best chunk size, CN-CLIP encode_image of the crops the pipeline classifies;
 - core: ``Pipeline.process_frames`` in this process (= ``Pipeline.process`` for one camera);
 - naive: the same models driven as a user would from the paper (naive.py);
-- ros: end to end through DDS (bench_ros): a publisher process -> the perception node -> back.
+- ros: end to end through DDS (ros_session.py): a publisher process -> the perception node -> back;
+- sets: after the configurations, the camera-set comparison (sets_mode.py): ``--sets-cameras`` cameras
+  with ``--sets-boxes`` boxes each, the same frame set (one stamp) to a node with ``sync.policy:
+  independent`` and to one with ``sets``, interleaved set by set, ``--sets-repeats`` sets each: frame
+  sets per second, latency to the set's last result (median, p95), and the sets node's ScrapViewSets and
+  counters checked against the frames sent.
 It reports core/floor, ros/floor, naive/core, frames per second, peak memory, the ROS conversion costs
 and the share of every non-model stage of the frame, and writes ``bench.json``, ``bench.md`` and
 ``bench.png`` to ``out/bench/<timestamp>/``. The modes run interleaved, call by call (core, floor,
@@ -19,13 +24,13 @@ Weights are random (seeded; model time does not depend on their values) with one
 output bias is raised by 1 so no mask falls under ``min_mask_score`` and every box is classified, as
 with trained weights on real detections. The node gets the very same weights through checkpoint files.
 Random-weight masks cover much of the frame: the worst case for the stages whose cost follows the mask's
-extent (ROI upsampling, crops), so those two are also measured alone for box-sized masks (bench_stages).
+extent (ROI upsampling, crops), so those two are also measured alone for box-sized masks (stages.py).
 Warm-up: ``--warmup`` calls before each mode's first configuration per camera count (later
 configurations reuse the warm models). Repeats: up to ``--repeats``; fewer when the next call would take
 the measurement past ``--budget`` seconds, but not under ``--min-repeats`` (3 at N=20, 1 camera, the
 goals' configuration) unless one call alone exceeds the budget. The naive baseline runs for 1 camera by
 default (``--naive-cameras``): naive/core is a per-frame ratio. With the defaults a full run takes about
-15 minutes on an idle 2-core CPU.
+20 minutes on an idle 2-core CPU (the camera-set comparison about 5 of them).
 """
 from __future__ import annotations
 
@@ -40,15 +45,15 @@ from typing import Optional, Sequence
 
 import torch
 
-from . import ToolError, run_folder
-from .bench_frames import make_frames
-from .bench_modes import GOAL_CONFIG, MODES, Bench, Models
-from .bench_report import json_default, machine, markdown, plot, summarise
-from .bench_stages import post_model_stages
-from .bench_timing import Clock, PeakMemory
+from ...segmentation.config import SMALL_VIT_ARCH
+from .. import ToolError, run_folder
+from .frames import make_frames
+from .modes import GOAL_CONFIG, MODES, Bench, Models
+from .report import json_default, machine, markdown, plot, summarise
+from .stages import post_model_stages
+from .timing import Clock, PeakMemory
 
 TOOL = "bench"
-QUICK_SAM = {"embed_dim": 96, "depth": 2, "num_heads": 2, "global_attn_indexes": [1], "image_size": 256}
 
 
 # --------------------------------------------------------------------------------------------- CLI
@@ -60,6 +65,16 @@ def _ints(value: str) -> list[int]:
     if not out or min(out) < 1:
         raise argparse.ArgumentTypeError(f"expected positive integers, got {value!r}")
     return sorted(set(out))
+
+
+def _positive(value: str) -> int:
+    try:
+        out = int(value)
+    except ValueError:
+        out = 0
+    if out < 1:
+        raise argparse.ArgumentTypeError(f"expected a positive integer, got {value!r}")
+    return out
 
 
 def _modes(value: str) -> list[str]:
@@ -79,13 +94,14 @@ def _hw(value: str) -> tuple[int, int]:
 
 
 def add_arguments(p: argparse.ArgumentParser) -> None:
-    from . import parse_json_arg
+    from .. import parse_json_arg
 
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (CUDA is synchronised around timers)")
     p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"), help="fp16 needs CUDA")
     p.add_argument("--boxes", type=_ints, default=[1, 5, 20, 50], help="boxes per frame (default 1,5,20,50)")
     p.add_argument("--cameras", type=_ints, default=[1, 4], help="camera counts (default 1,4)")
-    p.add_argument("--modes", type=_modes, default=list(MODES), help="what to measure (default floor,core,naive,ros)")
+    p.add_argument("--modes", type=_modes, default=list(MODES),
+                   help="what to measure (default floor,core,naive,ros,sets; core always runs)")
     p.add_argument("--naive-cameras", type=_ints, default=[1],
                    help="camera counts the naive baseline runs for (default 1: naive/core is a per-frame ratio)")
     p.add_argument("--repeats", type=int, default=5, help="timed calls per measurement, at most (default 5)")
@@ -104,8 +120,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     p.add_argument("--chunk-size", type=int, default=None,
                    help="the pipeline's decoder chunk size (default: the segmenter's per-device default)")
     p.add_argument("--image-size", type=_hw, default=(720, 1280), help="frame WIDTHxHEIGHT (default 1280x720)")
+    p.add_argument("--sets-cameras", type=_positive, default=4, help="cameras of the camera-set comparison (default 4)")
+    p.add_argument("--sets-boxes", type=_positive, default=None,
+                   help="boxes per camera in the camera-set comparison (default 5; 3 with --quick)")
+    p.add_argument("--sets-repeats", type=_positive, default=None,
+                   help="frame sets per node in the camera-set comparison, after warm-up (default 10; 5 with --quick)")
     p.add_argument("--quick", action="store_true",
-                   help="tiny models and frames, N=1,3, cameras 1,2, one repeat: a smoke run for tests and CI")
+                   help="tiny models and frames, N=1,3, cameras 1,2, one repeat (camera sets: 4 cameras, N=3, "
+                        "5 sets): a smoke run for tests and CI")
     p.add_argument("--out", type=Path, default=None, help=f"results folder (default out/{TOOL}/<timestamp>)")
     p.add_argument("--render", type=Path, default=None, metavar="DIR",
                    help="measure nothing: write bench.md and bench.png again from DIR/bench.json")
@@ -121,9 +143,12 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def _apply_quick(args: argparse.Namespace) -> None:
+    """--quick's settings; the camera-set comparison's defaults (smaller with --quick) where not given."""
+    args.sets_boxes = args.sets_boxes or (3 if args.quick else 5)
+    args.sets_repeats = args.sets_repeats or (5 if args.quick else 10)
     if not args.quick:
         return
-    args.segmenter, args.arch = "vit_b", args.arch or QUICK_SAM
+    args.segmenter, args.arch = "vit_b", args.arch or SMALL_VIT_ARCH
     args.image_size = (120, 160)
     args.boxes, args.cameras, args.naive_cameras = [1, 3], [1, 2], [1, 2]
     args.repeats, args.min_repeats, args.warmup = 1, 1, 1
@@ -131,7 +156,7 @@ def _apply_quick(args: argparse.Namespace) -> None:
 
 def _device(args: argparse.Namespace) -> torch.device:
     """Checks the options; sets the thread count; returns the device."""
-    from ..segmentation.devices import resolve_device
+    from ...segmentation.devices import resolve_device
 
     if args.repeats < 1 or args.min_repeats < 1 or args.warmup < 0 or (args.threads is not None and args.threads < 1):
         raise ToolError("--repeats, --min-repeats and --threads must be at least 1, --warmup at least 0")
@@ -191,11 +216,14 @@ def bench(args: argparse.Namespace) -> Path:
     models = Models(args, device, clock, out)
     print(f"bench: {models.segmenter.name} + {models.classifier.name} on {device} ({args.precision}), "
           f"{max(args.cameras)} frame(s) of {args.image_size[1]}x{args.image_size[0]}", file=sys.stderr)
-    frames = make_frames(max(args.cameras), max(args.boxes), args.image_size, args.seed)
+    cameras, boxes = max(args.cameras), max(args.boxes)
+    if "sets" in args.modes:
+        cameras, boxes = max(cameras, args.sets_cameras), max(boxes, args.sets_boxes)
+    frames = make_frames(cameras, boxes, args.image_size, args.seed)
     rss_models = memory.read()
     b = Bench(args, models, frames, clock, memory)
-    print("bench: " + ", ".join(m for m in MODES if m == "core" or m in args.modes) + " (interleaved)",
-          file=sys.stderr)
+    print("bench: " + ", ".join(m for m in MODES if m == "core" or (m in args.modes and m != "sets")) + " (interleaved)"
+          + ("; then camera sets" if "sets" in args.modes else ""), file=sys.stderr)
     b.run(args.modes, out)
     if b.ros_skipped:
         print(f"bench: ROS part skipped: {b.ros_skipped}", file=sys.stderr)
@@ -213,7 +241,7 @@ def bench(args: argparse.Namespace) -> Path:
         "results": list(b.results.values()), "decoder_chunks": b.chunks, "encoder_batches": b.encoder_batches,
         "post_model_stages": stages,
         "memory": {"after_model_load": rss_models, **b.memory_by_mode},
-        "ros_conversions": b.ros_conversions, "ros_skipped": b.ros_skipped,
+        "ros_conversions": b.ros_conversions, "camera_sets": b.camera_sets, "ros_skipped": b.ros_skipped,
     }
     write_report(report, out)
     return out
@@ -234,7 +262,7 @@ def run(args: argparse.Namespace) -> int:
 
 
 def main(argv: Optional[Sequence[str]] = None) -> int:
-    parser = argparse.ArgumentParser(prog="python -m scrap_perception.tools.bench", description=__doc__,
+    parser = argparse.ArgumentParser(prog="python -m scrap_perception.tools.bench.cli", description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     add_arguments(parser)
     return run(parser.parse_args(argv))

@@ -15,8 +15,8 @@ from typing import Sequence
 
 import numpy as np
 
-from ..prompts import Prompt, box_prompt
-from ..synth import render_scene
+from ...prompts import Prompt, box_prompt
+from ...synth import render_scene
 
 
 @dataclass

@@ -16,10 +16,10 @@ import numpy as np
 import torch
 from PIL import Image
 
-from ..classification.crops import crop_images, prepare_crops
-from ..segmentation.base import EncodedImage
-from .bench_frames import Frame
-from .bench_timing import Clock, measure
+from ...classification.crops import crop_images, prepare_crops
+from ...segmentation.base import EncodedImage
+from .frames import Frame
+from .timing import Clock, measure
 
 
 def box_logits(boxes: np.ndarray, image_hw: tuple[int, int], low_res: int, image_size: int) -> torch.Tensor:

@@ -1,0 +1,226 @@
+"""The association node through real processes and DDS: camera sets of a generated 3-camera rig (ground-
+truth masks) in, ScrapObjects with the right member views and stable ids out; bad sets counted, never a
+crash, the next set processed."""
+from __future__ import annotations
+
+import threading
+import time
+from collections import defaultdict
+from pathlib import Path
+
+import numpy as np
+import pytest
+from pycocotools import mask as mask_utils
+
+from ros_helpers import NodeProcess, ros_args
+
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
+
+rclpy = pytest.importorskip("rclpy")
+
+
+@pytest.fixture(scope="module")
+def rig_set(tmp_path_factory) -> Path:
+    from scrap_perception.tools.synth_cmd import generate_multiview
+
+    out = tmp_path_factory.mktemp("mv")
+    generate_multiview(out, cameras=3, frames=3, seed=5, image_size=(240, 320), objects=(6, 8), progress=False)
+    return out
+
+
+def view_sets(folder: Path):
+    """Per frame: a ScrapViewSet of the ground-truth masks (instance id '<cam>/<object_id>') and the
+    ground truth {object_id: {camera: instance id}}."""
+    import json
+
+    from sensor_msgs.msg import CameraInfo
+
+    from scrap_perception.masks import crop_to_roi
+    from scrap_perception.msg import ScrapInstance, ScrapInstanceArray, ScrapViewSet
+    from scrap_perception.multiview.rig import load_rig
+
+    rig = load_rig(folder / "rig.yaml")
+    coco = json.loads((folder / "annotations.json").read_text())
+    anns = defaultdict(list)
+    for a in coco["annotations"]:
+        anns[a["image_id"]].append(a)
+    frames = defaultdict(dict)
+    for im in coco["images"]:
+        frames[im["frame"]][im["camera"]] = im
+    out = []
+    for k in sorted(frames):
+        vs = ScrapViewSet()
+        vs.header.stamp.sec = 100 + k
+        vs.header.frame_id = "world"
+        truth = defaultdict(dict)
+        for cam in rig.names:
+            im = frames[k][cam]
+            arr = ScrapInstanceArray(camera_name=cam, image_height=im["height"], image_width=im["width"])
+            arr.header = vs.header
+            for a in anns[im["id"]]:
+                (x, y, w, h), crop = crop_to_roi(mask_utils.decode(a["segmentation"]) > 0)
+                inst = ScrapInstance(id=f"{cam}/{a['object_id']}", area=int(crop.sum()))
+                inst.roi.x_offset, inst.roi.y_offset, inst.roi.width, inst.roi.height = x, y, w, h
+                inst.mask.height, inst.mask.width, inst.mask.step, inst.mask.encoding = h, w, w, "mono8"
+                inst.mask.data = (crop.astype(np.uint8) * 255).tobytes()
+                arr.instances.append(inst)
+                truth[a["object_id"]][cam] = inst.id
+            vs.views.append(arr)
+            vs.camera_infos.append(CameraInfo(**rig[cam].camera_info()))
+        out.append((vs, {o: m for o, m in truth.items() if len(m) >= 2}))
+    return out
+
+
+class Client:
+    def __init__(self) -> None:
+        from rclpy.executors import SingleThreadedExecutor
+
+        from scrap_perception.msg import ScrapObjectArray, ScrapViewSet
+        from scrap_perception.ros.qos import output_qos
+
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context)
+        self.node = rclpy.create_node("assoc_test_client", context=self.context)
+        self.pub = self.node.create_publisher(ScrapViewSet, "/scrap_views", output_qos(10))
+        self.arrays: list = []
+        self.node.create_subscription(ScrapObjectArray, "/scrap_objects", self.arrays.append, output_qos(100))
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+        threading.Thread(target=self.executor.spin, daemon=True).start()
+
+    def send(self, msg, timeout: float = 60.0):
+        """Publishes a set and returns the ScrapObjectArray answering it."""
+        n = len(self.arrays)
+        self.pub.publish(msg)
+        deadline = time.monotonic() + timeout
+        while len(self.arrays) == n and time.monotonic() < deadline:
+            time.sleep(0.02)
+        assert len(self.arrays) > n, "no ScrapObjectArray for the set"
+        return self.arrays[n]
+
+    def close(self) -> None:
+        self.executor.shutdown(timeout_sec=1)
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+
+
+def test_objects_of_a_generated_rig_come_out_with_their_views_and_keep_their_ids(rig_set, tmp_path):
+    node = NodeProcess("scrap_perception.ros.association_node",
+                       ros_args(None, rig_file=str(rig_set / "rig.yaml")), tmp_path, "assoc")
+    client = Client()
+    try:
+        deadline = time.monotonic() + 60
+        while client.pub.get_subscription_count() == 0 and time.monotonic() < deadline:
+            assert node.alive(), node.output()
+            time.sleep(0.1)
+        time.sleep(1.0)
+        ids_of = defaultdict(set)
+        found = total = 0
+        for vs, truth in view_sets(rig_set):
+            out = client.send(vs)
+            assert out.header.stamp == vs.header.stamp and out.header.frame_id == "world"
+            by_members = {frozenset(zip(o.cameras, o.instance_ids)): o for o in out.objects}
+            for o in out.objects:
+                assert len(set(o.cameras)) == len(o.cameras) == o.num_views >= 2  # one view per camera at most
+                assert np.isfinite([o.position.x, o.position.y, o.position.z]).all() and o.reprojection_error >= 0
+            for oid, members in truth.items():
+                total += 1
+                obj = by_members.get(frozenset(members.items()))
+                if obj is not None:
+                    found += 1
+                    ids_of[oid].add(obj.id)
+        assert found >= 0.9 * total, f"{found} of {total} objects seen by 2+ cameras found with their exact views"
+        stable = sum(len(v) == 1 for v in ids_of.values())
+        assert stable >= 0.9 * len(ids_of), dict(ids_of)
+    finally:
+        client.close()
+        code, _ = node.interrupt(10)
+        node.close()
+    assert code == 0
+
+
+def test_bad_sets_are_counted_and_the_next_set_is_processed(rig_set, tmp_path):
+    from sensor_msgs.msg import CameraInfo
+
+    from scrap_perception.msg import ScrapViewSet
+
+    node = NodeProcess("scrap_perception.ros.association_node",
+                       ros_args(None, rig_file=str(rig_set / "rig.yaml"), log_throttle=0.0), tmp_path, "assoc_bad")
+    client = Client()
+    try:
+        deadline = time.monotonic() + 60
+        while client.pub.get_subscription_count() == 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        time.sleep(1.0)
+        (good, truth), *_ = view_sets(rig_set)
+        empty = client.send(ScrapViewSet())
+        assert list(empty.objects) == [] and empty.unassociated_views == 0
+        no_info = ScrapViewSet(header=good.header, views=list(good.views), camera_infos=[CameraInfo()] * 3)
+        assert len(client.send(no_info).objects) >= 1  # the rig's intrinsics stand in
+        unknown = ScrapViewSet(header=good.header, views=list(good.views), camera_infos=list(good.camera_infos))
+        unknown.views[0] = type(good.views[0])(camera_name="cam_not_in_rig", instances=good.views[0].instances)
+        assert len(client.send(unknown).objects) >= 1  # the two known cameras still associate
+        after = client.send(good)
+        assert len(after.objects) >= 0.9 * len(truth)
+        time.sleep(1.5)
+        out = node.output()
+        for code in ("empty_set", "camera_info_missing", "unknown_camera"):
+            assert code in out, code
+        assert "Traceback" not in out and node.alive()
+    finally:
+        client.close()
+        code, _ = node.interrupt(10)
+        node.close()
+    assert code == 0
+
+
+def test_multiview_launch_chains_perception_sets_into_objects(rig_set, tmp_path):
+    """`ros2 launch scrap_perception multiview.launch.py`: camera images + detector boxes of the generated
+    rig (identical stamps) -> perception in sets mode (GrabCut) -> association -> ScrapObjectArray."""
+    import json
+
+    import cv2
+
+    from ros_helpers import Client as CameraClient
+    from ros_helpers import Ros2Launch, detections_msg, header, image_msg
+    from scrap_perception.msg import ScrapObjectArray
+    from scrap_perception.multiview.rig import load_rig
+    from scrap_perception.ros.qos import output_qos
+    from sensor_msgs.msg import CameraInfo
+
+    params = tmp_path / "params.yaml"
+    params.write_text("/**/scrap_perception_node:\n  ros__parameters:\n    segmenter.model_type: grabcut\n"
+                      "    classifier.model: none\n    sync.frame_id: world\n", encoding="utf-8")
+    rig = load_rig(rig_set / "rig.yaml")
+    coco = json.loads((rig_set / "annotations.json").read_text())
+    images = {(im["frame"], im["camera"]): im for im in coco["images"]}
+    boxes = defaultdict(list)
+    for a in coco["annotations"]:
+        x, y, w, h = a["bbox"]
+        boxes[a["image_id"]].append((x, y, x + w, y + h))
+    launch = Ros2Launch(tmp_path, "multiview.launch.py", rig_file=rig_set / "rig.yaml", params_file=params,
+                        camera_names=f"[{', '.join(rig.names)}]")
+    cams = CameraClient(rig.names)
+    objects: list = []
+    cams.node.create_subscription(ScrapObjectArray, "/scrap_objects", objects.append, output_qos(10))
+    try:
+        launch.wait_for(lambda out: "active: images from" in out and "ready: rig" in out, 120, "both nodes up")
+        cams.wait_for_node(60)
+        for frame in range(2):
+            hdr = header(200 + frame, frame_id="world")
+            for cam in rig.names:
+                im = images[(frame, cam)]
+                rgb = cv2.cvtColor(cv2.imread(str(rig_set / im["file_name"])), cv2.COLOR_BGR2RGB)
+                cams.info_pubs[cam].publish(CameraInfo(header=hdr, **rig[cam].camera_info()))
+                cams.image_pubs[cam].publish(image_msg(rgb, hdr))
+                cams.det_pubs[cam].publish(detections_msg(hdr, boxes[im["id"]]))
+            cams.wait_until(lambda: len(objects) > frame, 60, f"objects of frame {frame}")
+        for arr, frame in zip(objects, range(2)):
+            assert arr.header.stamp.sec == 200 + frame and arr.header.frame_id == "world"
+            assert len(arr.objects) >= 2 and all(o.num_views >= 2 for o in arr.objects)
+    finally:
+        cams.close()
+        launch.ctrl_c()
+        out = launch.output()
+        launch.close()
+    assert out.count("process has finished cleanly") == 2 and "Traceback" not in out, out[-3000:]
