@@ -53,9 +53,12 @@ def test_small_hq_model_segments(tmp_path):
     assert len(seg.segment([box_prompt([5, 5, 40, 40])] * 3)) == 3
 
 
-def test_edge_sam_seam_explains_what_is_missing():
-    with pytest.raises(ImportError, match="model type 'edge_sam:edge_sam' needs the Python package 'edge_sam'"):
-        build_segmenter("edge_sam", device="cpu")
+def test_edge_sam_types_build_our_own_encoder_and_choose_masks_by_stability():
+    """EdgeSAM is no longer a seam: both types build (parity with the oracle: test_segmentation_edge_sam)."""
+    for model_type in ("edge_sam", "edge_sam_3x"):
+        with pytest.warns(UserWarning, match="RANDOM weights"):
+            seg = build_segmenter(model_type, device="cpu")
+        assert seg.name == f"edge_sam:{model_type}" and seg.spec.auto_multimask == "stability"
 
 
 def test_register_model_type_adds_a_backend():

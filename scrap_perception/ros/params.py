@@ -195,8 +195,8 @@ PERCEPTION_PARAMS: tuple[ParamSpec, ...] = (
               "unconfigured for `ros2 lifecycle set <node> configure` / `activate`."),
     ParamSpec("segmenter.model_type", _SEG.model_type, "string",
               "SAM-family model: vit_b|vit_l|vit_h (SAM), vit_t (MobileSAM), hq:vit_b|hq:vit_l|hq:vit_h|"
-              "hq:vit_tiny (SAM-HQ), a type added with segmentation.register_model_type, or grabcut (weight-free, "
-              "no checkpoint).", check=_model_type),
+              "hq:vit_tiny (SAM-HQ), edge_sam|edge_sam_3x (EdgeSAM), a type added with "
+              "segmentation.register_model_type, or grabcut (weight-free, no checkpoint).", check=_model_type),
     ParamSpec("segmenter.checkpoint", f"{CHECKPOINT_DIR}/sam_vit_b_01ec64.pth", "string",
               "Segmenter weights (.pth; ~ and $VARS expanded), e.g. sam_vit_b_01ec64.pth; required unless "
               "model_type is grabcut. 'random' = random weights (tests and timing only; a warning says so)."),
@@ -225,7 +225,9 @@ PERCEPTION_PARAMS: tuple[ParamSpec, ...] = (
               choices=MULTIMASK_CHOICES),
     ParamSpec("segmenter.prompt_mode", "box_point", "string",
               "box = detector box only (strategy S5); box_point = box plus its centre as a positive point "
-              "(S6, the paper's best).", choices=PROMPT_MODES, dynamic=True),
+              "(S6, the paper's best); box_point_refined = box plus the deepest interior point of the box's "
+              "own mask (S6 with the point on the object; about twice the decoder time).",
+              choices=PROMPT_MODES, dynamic=True),
     ParamSpec("random_seed", 0, "int",
               "torch seed set before the models are built: random-weight runs ('random' checkpoints) are reproducible; "
               "-1 = do not seed.", range=(-1, 2**31 - 1)),
