@@ -348,6 +348,15 @@ def test_finetune_decoder_bad_inputs_give_one_clear_line(few_windows, sam_base, 
     assert cli(decoder_args(few_windows, tmp_path / "d", sam_base, "--resume")) == 2
     assert "never finished an epoch" in capsys.readouterr().err
 
+    # a record whose image is missing is found before any work: no run folder is left behind
+    broken = json.loads(few_windows.read_text())
+    broken["images"][-1]["file_name"] = "images/not_there.png"
+    bad_set = few_windows.parent / "broken.json"
+    bad_set.write_text(json.dumps(broken))
+    assert cli(decoder_args(bad_set, tmp_path / "e", sam_base)) == 2
+    err = capsys.readouterr().err
+    assert "not_there.png" in err and "Traceback" not in err and not (tmp_path / "e").exists()
+
     bad = tmp_path / "bad.json"
     bad.write_text(json.dumps({"images": [{"id": 1, "file_name": "nope.png", "height": 9, "width": 9}],
                                "annotations": [], "categories": []}))

@@ -206,17 +206,28 @@ def test_multiview_launch_chains_perception_sets_into_objects(rig_set, tmp_path)
     try:
         launch.wait_for(lambda out: "active: images from" in out and "ready: rig" in out, 120, "both nodes up")
         cams.wait_for_node(60)
+        answers = []
         for frame in range(2):
-            hdr = header(200 + frame, frame_id="world")
-            for cam in rig.names:
-                im = images[(frame, cam)]
-                rgb = cv2.cvtColor(cv2.imread(str(rig_set / im["file_name"])), cv2.COLOR_BGR2RGB)
-                cams.info_pubs[cam].publish(CameraInfo(header=hdr, **rig[cam].camera_info()))
-                cams.image_pubs[cam].publish(image_msg(rgb, hdr))
-                cams.det_pubs[cam].publish(detections_msg(hdr, boxes[im["id"]]))
-            cams.wait_until(lambda: len(objects) > frame, 60, f"objects of frame {frame}")
-        for arr, frame in zip(objects, range(2)):
-            assert arr.header.stamp.sec == 200 + frame and arr.header.frame_id == "world"
+            # Camera images travel best effort: like a camera, send the moment again (new stamp) if one
+            # was lost on the way and its set never completed.
+            for attempt in range(5):
+                sec = 200 + 10 * frame + attempt
+                hdr = header(sec, frame_id="world")
+                for cam in rig.names:
+                    im = images[(frame, cam)]
+                    rgb = cv2.cvtColor(cv2.imread(str(rig_set / im["file_name"])), cv2.COLOR_BGR2RGB)
+                    cams.info_pubs[cam].publish(CameraInfo(header=hdr, **rig[cam].camera_info()))
+                    cams.image_pubs[cam].publish(image_msg(rgb, hdr))
+                    cams.det_pubs[cam].publish(detections_msg(hdr, boxes[im["id"]]))
+                try:
+                    cams.wait_until(lambda: any(a.header.stamp.sec == sec for a in objects), 20, f"frame {frame}")
+                except AssertionError:
+                    continue
+                answers.append(next(a for a in objects if a.header.stamp.sec == sec))
+                break
+        assert len(answers) == 2, launch.output()[-3000:]
+        for arr in answers:
+            assert arr.header.frame_id == "world"
             assert len(arr.objects) >= 2 and all(o.num_views >= 2 for o in arr.objects)
     finally:
         cams.close()

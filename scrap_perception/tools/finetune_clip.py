@@ -222,6 +222,9 @@ def fit(args: argparse.Namespace) -> Path:
     from ..classification.crops import check_margin, parse_background
     from ..segmentation.devices import resolve_device, resolve_precision
 
+    labels = load_labels(args.labels)
+    for path in filter(None, (args.data, args.val)):  # every record checked before any work or folder
+        CocoDataset(path, args.image_root, labels=labels).validate(progress=True)
     out = args.out = common.open_run(args, TOOL)
     common.check_config(out, common.run_config(args), args.resume)
     try:
@@ -229,7 +232,6 @@ def fit(args: argparse.Namespace) -> Path:
         dtype = resolve_precision(args.precision, device)
     except ValueError as e:
         raise ToolError(str(e)) from None
-    labels = load_labels(args.labels)
     common.seed_everything(args.seed)
     rng = np.random.default_rng(args.seed)
     try:

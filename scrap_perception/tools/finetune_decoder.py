@@ -277,6 +277,8 @@ def plot(out: Path, history: list[dict], initial_val_dice: float) -> None:
 
 def fit(args: argparse.Namespace) -> Path:
     """The whole run; returns the run folder. Raises ToolError/CheckpointError/DatasetError on bad input."""
+    for path in filter(None, (args.data, args.val)):  # every record checked before any work or folder
+        CocoDataset(path, args.image_root).validate(progress=True)
     out = args.out = common.open_run(args, TOOL)
     common.check_config(out, common.run_config(args), args.resume)
     common.seed_everything(args.seed)  # before the model: random weights (tests) come from the seed
