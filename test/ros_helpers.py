@@ -275,6 +275,10 @@ def ros2_executable() -> str:
     return exe
 
 
+# What the ros2 CLI says when its discovery time ran out before it saw the node or topic.
+DISCOVERY_MISSES = ("Node not found", "does not appear to be published", "Could not determine the type")
+
+
 def ros2(verb: str, sub: str, *args: str, timeout: float = 60.0, check: bool = True) -> subprocess.CompletedProcess:
     """Runs ``ros2 <verb> <sub> <args>`` as a user would type it, but without the ros2 daemon (a process
     the test would leave behind) and with 3 s of discovery instead (more on a retry when the node was not
@@ -283,7 +287,8 @@ def ros2(verb: str, sub: str, *args: str, timeout: float = 60.0, check: bool = T
         argv = [shutil.which("ros2") or "ros2", verb, sub, "--no-daemon", "--spin-time", spin, *args]
         proc = subprocess.run(argv, capture_output=True, text=True, timeout=timeout, env=processes.node_env(),
                               stdin=subprocess.DEVNULL)
-        if "Node not found" not in proc.stdout + proc.stderr:
+        out = proc.stdout + proc.stderr
+        if proc.returncode == 0 or not any(m in out for m in DISCOVERY_MISSES):
             break
     if check:
         assert proc.returncode == 0, f"{' '.join(argv)} -> {proc.returncode}:\n{proc.stdout}\n{proc.stderr}"
