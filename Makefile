@@ -4,7 +4,7 @@ SHELL := /bin/bash
 ENV := source scripts/env.sh
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-fast bench lint clean
+.PHONY: setup demo test test-fast bench bench-gpu lint clean
 
 setup:
 	bash scripts/bootstrap.sh
@@ -20,6 +20,10 @@ test-fast: setup
 
 bench: setup
 	$(ENV) && python -m scrap_perception.tools.cli bench
+
+# The benchmark on one CUDA device (fp32 and --precision auto; N = 1, 20, 50; 1 and 4 cameras), <= 8 minutes.
+bench-gpu: setup
+	$(ENV) && python -m scrap_perception.tools.bench.gpu
 
 lint: setup
 	$(ENV) && python -m flake8 scrap_perception test

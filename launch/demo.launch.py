@@ -1,8 +1,10 @@
 """The demo with ros2 launch: replay a COCO dataset (or an MCAP) -> scrap_perception_node -> recorder.
 
-    ros2 launch scrap_perception demo.launch.py source:=out/demo/data/annotations.json rviz:=true
+    ros2 launch scrap_perception demo.launch.py source:=out/demo/data/annotations.json \
+        camera_names:="[cam0, cam1, cam2]" rviz:=true
 
-(`python -m scrap_perception.ros.demo` does the same without ros2 launch, and generates the dataset.)
+Per camera only; `python -m scrap_perception.ros.demo` runs the multi-view chain (camera sets -> association
+node -> ScrapObjects) without ros2 launch on a rig it generates; multiview.launch.py starts those two nodes.
 Arguments: source, camera_names, rate, jitter_px, params_file, output (MCAP), overlay_dir, rviz.
 """
 import yaml

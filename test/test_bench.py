@@ -17,8 +17,12 @@ from scrap_perception.segmentation import build_segmenter
 from scrap_perception.tools.bench import cli as bench
 from scrap_perception.tools.bench import modes as bench_modes
 from scrap_perception.tools.bench.floor import Floor, best_chunk, chunk_candidates
+from scrap_perception.tools.bench.flops import count_flops, frame_flops, peak_flops, peak_fractions, unit_flops
+from scrap_perception.tools.bench import gpu as bench_gpu
 from scrap_perception.tools.bench.frames import load_frames, make_frames, save_frames
 from scrap_perception.tools.bench.naive import NaivePipeline
+from scrap_perception.tools.bench.precision import compare_precisions
+from scrap_perception.tools.bench.precision import markdown as precision_markdown
 from scrap_perception.tools.bench.timing import Clock, measure, measure_interleaved
 from tiny_models import SMALL_SAM_ARCH
 
@@ -31,8 +35,10 @@ def small_models(tmp_path, model_type="vit_b", background="gray", seed=0, raise_
     path.write_text(json.dumps(small_clip_config()))
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        seg = build_segmenter(model_type, device="cpu", arch=SMALL_SAM_ARCH if model_type == "vit_b" else None)
-        cls = build_classifier(str(path), device="cpu", background=background)
+        # fp32: the equality tests compare against float32 references ('auto' would pick bf16 on some CPUs)
+        seg = build_segmenter(model_type, device="cpu", arch=SMALL_SAM_ARCH if model_type == "vit_b" else None,
+                              precision="fp32")
+        cls = build_classifier(str(path), device="cpu", background=background, precision="fp32")
     if raise_iou:  # as the benchmark does: no mask falls under min_mask_score
         with torch.no_grad():
             seg.model.mask_decoder.iou_prediction_head.layers[-1].bias += 1.0
@@ -112,6 +118,42 @@ def test_floor_chunk_comes_from_the_segmenters_tuner_which_keeps_its_chunk_size(
     best, timings = best_chunk(seg, floor.embedding, HW, 5)
     assert sorted(timings) == chunk_candidates(5) and timings[best] == min(timings.values())
     assert seg.chunk_size == 3
+
+
+def test_flops_of_known_modules_equal_the_analytic_count():
+    """A multiply-add is 2 FLOPs: a Linear 2*in*out*batch, attention 2 matmuls of 2*b*h*s*s*d (the CPU's
+    fused kernel, which torch's registry lacks, included)."""
+    lin, x = torch.nn.Linear(8, 4), torch.randn(3, 8)
+    assert count_flops(lambda: lin(x)) == 2 * 8 * 4 * 3
+    q = torch.randn(2, 3, 5, 4)
+    assert count_flops(lambda: torch.nn.functional.scaled_dot_product_attention(q, q, q)) == 2 * 2 * (2 * 3 * 5 * 5 * 4)
+    mha, seq = torch.nn.MultiheadAttention(8, 2).eval(), torch.randn(5, 3, 8)  # CN-CLIP's attention path
+    projections = 2 * 3 * 5 * 8 * 8 * 4  # q, k, v and out
+    assert count_flops(lambda: mha(seq, seq, seq, need_weights=False)) == projections + 2 * 2 * (3 * 2 * 5 * 5 * 4)
+
+
+def test_floor_flops_scale_with_prompts_and_crops_and_fractions_are_shares(tmp_path):
+    """The per-unit counts times the batch are the counts of the batched calls the floor makes, the same
+    at either precision; the fraction of peak is FLOPs / seconds / peak."""
+    seg, cls = small_models(tmp_path)
+    clock = Clock(seg.device)
+    floor = Floor(seg.model, cls.model, seg.device, torch.float32, torch.float32, 8, clock)
+    frame = make_frames(1, 5, HW, seed=3)[0]
+    unit = unit_flops(floor, HW)
+    assert min(unit.values()) > 0
+    assert count_flops(floor.decoder(floor.prompt_tensors(frame.boxes[:5], HW), 5)) == 5 * unit["decoder"]
+    assert count_flops(floor.crops(lambda: 4, 4)) == 4 * unit["clip_image"]
+    assert count_flops(floor.encoder(2)) == 2 * unit["encoder"]
+    bf16 = Floor(seg.model, cls.model, seg.device, torch.bfloat16, torch.bfloat16, 8, clock)
+    assert unit_flops(bf16, HW) == unit
+    flops = frame_flops(unit, 2, 10, 7)
+    assert flops == {"encoder": 2 * unit["encoder"], "decoder": 10 * unit["decoder"],
+                     "clip_image": 7 * unit["clip_image"]}
+    for dtype in (torch.float32, torch.bfloat16):
+        peak = peak_flops(seg.device, dtype, clock, size=256, repeats=3)
+        assert peak["flop_per_s"] > 0 and peak["dtype"] == str(dtype).replace("torch.", "")
+    frac = peak_fractions({"encoder": 4e9, "decoder": 1e9}, {"encoder": 2.0, "decoder": 1.0}, 4e9)
+    assert frac == {"encoder": 0.5, "decoder": 0.25, "total": pytest.approx(5 / 12)}
 
 
 @pytest.mark.parametrize("encoder_batch", [1, 2])
@@ -222,6 +264,24 @@ def test_bad_options_give_a_message_not_a_traceback(capsys):
         parser().parse_args(["bench", "--boxes", "0,5"])
 
 
+def test_bench_gpu_runs_both_precisions_over_the_cuda_configurations(tmp_path):
+    """make bench-gpu's runs parse as bench options: CUDA, auto and fp32, N 1/20/50, 1 and 4 cameras, the
+    floor (which measures decoder chunks and encoder batches), a budget, within the target's limit."""
+    runs = [parser().parse_args(["bench", *bench_gpu.bench_args(p, tmp_path / p)]) for p in bench_gpu.PRECISIONS]
+    assert [a.precision for a in runs] == ["auto", "fp32"]
+    for a in runs:
+        assert a.device == "cuda" and a.boxes == [1, 20, 50] and a.cameras == [1, 4] and a.budget == 5.0
+        assert "floor" in a.modes and "core" in a.modes and not a.quick
+    assert bench_gpu.TOTAL_S <= 8 * 60
+
+
+def test_bench_gpu_without_cuda_says_so_in_one_line(capsys, monkeypatch):
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
+    assert bench_gpu.main([]) == 2
+    err = capsys.readouterr().err.strip()
+    assert err.startswith("bench-gpu: error: no CUDA device") and "\n" not in err
+
+
 def run_quick(tmp_path, capsys, *extra, min_iou=0.999):
     """A --quick run of the CLI's entry point; checks its outputs. min_iou: naive vs core masks (bf16
     rounds the naive path's full-resolution upsampling, which the pipeline does in float32)."""
@@ -257,6 +317,46 @@ def test_quick_bench_cli_in_process_modes(tmp_path, capsys):
     assert set(report["memory"]) == {"after_model_load", "core", "floor", "naive"}
     assert all(m["peak_rss_mb"] > 0 for m in report["memory"].values())
     assert set(report["post_model_stages"]) == {"masks", "frame_sized", "box_sized"}
+    flops = report["model_flops"]
+    assert flops["peak"]["dtype"] == "bfloat16" and flops["peak"]["flop_per_s"] > 0
+    for r in report["results"]:  # values are timings: only their presence and sign are checked here
+        assert set(r["floor"]["peak_fraction"]) == {"encoder", "decoder", "clip_image", "total"}
+        assert all(np.isfinite(v) and v > 0 for v in r["floor"]["peak_fraction"].values())
+    assert "% peak" in (tmp_path / "bench" / "bench.md").read_text()
+
+
+def test_precision_comparison_of_a_precision_with_itself_is_exact_and_bf16_close(tmp_path):
+    """fp32 against fp32: the same computation, so IoU 1, same classes, cosine 1; bf16: close, and every
+    instance matched. Seconds are reported, not judged."""
+    seg, cls = small_models(tmp_path)
+    pipe, frames = Pipeline(seg, cls), make_frames(2, 5, HW, seed=4)
+    same = compare_precisions(pipe, frames, 5, Clock("cpu"), low="fp32", warmup=0)
+    assert (same["instances"], same["unmatched"]) == (10, 0)
+    assert same["mask_iou_min"] == same["mask_iou_median"] == 1.0 and same["class_agreement"] == 1.0
+    assert same["embedding_cos_min"] == pytest.approx(1.0, abs=1e-6)
+    assert all(len(v) == 2 and min(v) > 0 for v in same["samples_s"].values()) and same["speedup"] > 0
+    low = compare_precisions(pipe, frames, 5, Clock("cpu"))
+    assert low["low"] == "bf16" and (low["instances"], low["unmatched"]) == (10, 0)
+    assert 0.9 < low["mask_iou_min"] <= low["mask_iou_median"] <= 1.0
+    assert 0.99 < low["embedding_cos_min"] <= low["embedding_cos_median"] <= 1.0 + 1e-6
+    assert 0.0 <= low["class_agreement"] <= 1.0
+    assert seg.precision == cls.precision == "fp32"  # the pipeline's own engines are left as they were
+    md = "\n".join(precision_markdown(low))
+    assert "bf16 against fp32" in md and "| 10 | 0 |" in md
+
+
+def test_quick_bench_precision_mode(tmp_path, capsys):
+    out = tmp_path / "bench"
+    assert bench.main(["--quick", "--out", str(out), "--modes", "core,precision", "--precision", "fp32"]) == 0, \
+        capsys.readouterr().err[-3000:]
+    report = json.loads((out / "bench.json").read_text())
+    p = report["precision"]
+    # --quick: N = 1, 3; the comparison takes N = 3 on precision.FRAMES = 4 frames
+    assert (p["low"], p["boxes"], p["frames"], p["instances"], p["unmatched"]) == ("bf16", 3, 4, 12, 0)
+    assert 0 < p["mask_iou_min"] <= 1 and 0 < p["embedding_cos_min"] <= 1 + 1e-6 and p["speedup"] > 0
+    s = report["settings"]
+    assert s["segmenter_precision"] == s["classifier_precision"] == "fp32"
+    assert "## Precision: bf16 against fp32" in (out / "bench.md").read_text()
 
 
 @pytest.mark.ros
@@ -266,7 +366,7 @@ def test_quick_bench_cli_end_to_end_through_dds(tmp_path, capsys):
 
     if unavailable_reason():
         pytest.skip(unavailable_reason())
-    report = run_quick(tmp_path, capsys)
+    report = run_quick(tmp_path, capsys, "--precision", "fp32")
     for r in report["results"]:
         assert r["ros"]["missed"] == 0 and r["ros"]["instances_equal_core"]
         assert len(r["ros"]["samples_s"]) >= 1 and np.isfinite(r["ratios"]["ros_over_floor"])
@@ -398,6 +498,39 @@ def test_view_set_check_finds_every_difference_from_the_frames_sent():
                                                               "views of ['a'], not ['a', 'b']"]
     assert _view_set_problems(view_set([array("a"), array("b", 2)], infos=1), arrays, cams, stamp) == [
         "b: view differs from its scrap_instances array in instances", "1 camera_infos for 2 views"]
+
+
+@pytest.mark.ros
+def test_quick_capacity_accounts_for_every_frame(tmp_path, capsys):
+    """The capacity mode: the real perception node without models (bench_node) fed 4 cameras at a rate, then
+    closed loop; every frame sent is answered or counted by the node. Accounting only, not speed."""
+    from scrap_perception.tools.bench.ros_session import unavailable_reason
+
+    if unavailable_reason():
+        pytest.skip(unavailable_reason())
+    out = tmp_path / "bench"
+    code = bench.main(["--quick", "--modes", "core,capacity", "--capacity-rate", "10", "--capacity-seconds", "1",
+                       "--out", str(out)])
+    assert code == 0, capsys.readouterr().err[-3000:]
+    report = json.loads((out / "bench.json").read_text())
+    cap = report["capacity"]
+    assert "phases" in cap, cap
+    assert (cap["cameras"], cap["boxes"], cap["image_hw"]) == (4, 20, [240, 320])
+    for name in ("rate", "closed_loop"):
+        phase, acc = cap["phases"][name], cap["phases"][name]["accounting"]
+        node = phase["node"]
+        assert phase["sent"] >= 4 and 0 < phase["answered"] <= phase["sent"]
+        assert phase["sent"] == phase["answered"] + acc["counted"] and acc["holds"], phase
+        assert node["published"] == phase["answered"] and acc["lost_on_return"] == 0
+        assert node["images_in"] == node["detections_in"] == phase["sent"] - acc["never_reached"]
+        assert phase["latency_median_s"] > 0 and phase["arrays_per_s"] > 0
+    assert cap["phases"]["rate"]["sent"] == 4 * 10  # 10 ticks of 4 cameras
+    conv = report["ros_conversions"]  # the driver's conversion costs, box-sized at 1280x720
+    assert conv["array_instances"] == 20 and conv["image_hw"] == [720, 1280] and conv["image_to_rgb_is_view"]
+    assert set(cap["verdict"]) == {"every_frame_answered", "arrays_per_s", "image_receive_s", "array_build_publish_s"}
+    md = (out / "bench.md").read_text()
+    assert "| capacity | sent |" in md and "| 4 x 10 Hz |" in md and "| closed loop |" in md
+    assert "image receive + convert + pair" in md
 
 
 @pytest.mark.ros

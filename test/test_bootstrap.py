@@ -1,4 +1,5 @@
-"""The bootstrap is idempotent: run again with nothing changed, it installs and builds nothing."""
+"""The bootstrap is idempotent: run again with nothing changed, it installs and builds nothing; the
+interface packages no wheel provides (vision_msgs, tf2_msgs) import after it."""
 import os
 import subprocess
 from pathlib import Path
@@ -17,6 +18,10 @@ def test_second_bootstrap_run_does_nothing():
         assert proc.returncode == 0, proc.stderr[-3000:]
     steps = [line for line in proc.stderr.splitlines() if line.startswith("[bootstrap]")]
     assert steps == ["[bootstrap] ready: source scripts/env.sh"], proc.stderr[-3000:]
+    script = (f"source {ROOT}/scripts/env.sh && python -c "
+              "'from tf2_msgs.msg import TFMessage; from vision_msgs.msg import Detection2DArray'")
+    proc = subprocess.run(["bash", "-c", script], capture_output=True, text=True, timeout=120, env=env)
+    assert proc.returncode == 0, proc.stderr[-3000:]
 
 
 @pytest.mark.skipif(not (ROOT / ".venv").exists(), reason="no bootstrapped environment in this checkout")

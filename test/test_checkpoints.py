@@ -241,7 +241,7 @@ def test_loaded_model_is_bit_identical_to_the_old_way(tmp_path, model_type, arch
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
         torch.save(build_sam_model(model_type, arch).state_dict(), path)
-        new = build_segmenter(model_type, checkpoint=path, arch=arch, device="cpu")
+        new = build_segmenter(model_type, checkpoint=path, arch=arch, device="cpu", precision="fp32")
     assert new.model.training is False
     old = SamSegmenter(_old_way(model_type, arch, path), resolve_model_type(model_type), torch.device("cpu"))
     assert_same_tensors(new.model, old.model)

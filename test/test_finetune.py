@@ -273,8 +273,8 @@ def test_finetune_decoder_learns_and_the_segmenter_loads_its_checkpoint(windows,
 
     # The node's engine loads it, and its masks score what the tool measured at the best epoch.
     tuned = build_segmenter("vit_b", checkpoint=sam_base, arch=SMALL_SAM_ARCH, device="cpu",
-                            decoder_checkpoint=out / "decoder_best.pt")
-    stock = build_segmenter("vit_b", checkpoint=sam_base, arch=SMALL_SAM_ARCH, device="cpu")
+                            decoder_checkpoint=out / "decoder_best.pt", precision="fp32")  # as the tool measured
+    stock = build_segmenter("vit_b", checkpoint=sam_base, arch=SMALL_SAM_ARCH, device="cpu", precision="fp32")
     for k, v in ckpt["state_dict"].items():
         assert torch.equal(tuned.model.mask_decoder.state_dict()[k], v)
     val = CocoDataset(out / "split" / "val.json")

@@ -1,6 +1,6 @@
 """The association node through real processes and DDS: camera sets of a generated 3-camera rig (ground-
 truth masks) in, ScrapObjects with the right member views and stable ids out; bad sets counted, never a
-crash, the next set processed."""
+crash, the next set processed; the camera poses from TF (/tf_static) give the objects the rig file gives."""
 from __future__ import annotations
 
 import threading
@@ -72,7 +72,9 @@ def view_sets(folder: Path):
 
 
 class Client:
-    def __init__(self) -> None:
+    """Publishes sets on <ns>/scrap_views and collects <ns>/scrap_objects, per namespace of a node."""
+
+    def __init__(self, namespaces: tuple[str, ...] = ("",)) -> None:
         from rclpy.executors import SingleThreadedExecutor
 
         from scrap_perception.msg import ScrapObjectArray, ScrapViewSet
@@ -81,22 +83,35 @@ class Client:
         self.context = rclpy.Context()
         rclpy.init(context=self.context)
         self.node = rclpy.create_node("assoc_test_client", context=self.context)
-        self.pub = self.node.create_publisher(ScrapViewSet, "/scrap_views", output_qos(10))
-        self.arrays: list = []
-        self.node.create_subscription(ScrapObjectArray, "/scrap_objects", self.arrays.append, output_qos(100))
+        self.pubs = {ns: self.node.create_publisher(ScrapViewSet, f"{ns}/scrap_views", output_qos(10))
+                     for ns in namespaces}
+        self.arrays: dict[str, list] = {ns: [] for ns in namespaces}
+        for ns in namespaces:
+            self.node.create_subscription(ScrapObjectArray, f"{ns}/scrap_objects", self.arrays[ns].append,
+                                          output_qos(100))
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         threading.Thread(target=self.executor.spin, daemon=True).start()
 
-    def send(self, msg, timeout: float = 60.0):
-        """Publishes a set and returns the ScrapObjectArray answering it."""
-        n = len(self.arrays)
-        self.pub.publish(msg)
+    def wait_for_nodes(self, *nodes, timeout: float = 60.0) -> None:
+        """Until every namespace's node subscribes its sets (then a second for the reverse match)."""
         deadline = time.monotonic() + timeout
-        while len(self.arrays) == n and time.monotonic() < deadline:
+        while any(p.get_subscription_count() == 0 for p in self.pubs.values()) and time.monotonic() < deadline:
+            for node in nodes:
+                assert node.alive(), node.output()
+            time.sleep(0.1)
+        time.sleep(1.0)
+
+    def send(self, msg, ns: str = "", timeout: float = 60.0):
+        """Publishes a set to the node of ``ns`` and returns the ScrapObjectArray answering it."""
+        arrays = self.arrays[ns]
+        n = len(arrays)
+        self.pubs[ns].publish(msg)
+        deadline = time.monotonic() + timeout
+        while len(arrays) == n and time.monotonic() < deadline:
             time.sleep(0.02)
-        assert len(self.arrays) > n, "no ScrapObjectArray for the set"
-        return self.arrays[n]
+        assert len(arrays) > n, "no ScrapObjectArray for the set"
+        return arrays[n]
 
     def close(self) -> None:
         self.executor.shutdown(timeout_sec=1)
@@ -109,11 +124,7 @@ def test_objects_of_a_generated_rig_come_out_with_their_views_and_keep_their_ids
                        ros_args(None, rig_file=str(rig_set / "rig.yaml")), tmp_path, "assoc")
     client = Client()
     try:
-        deadline = time.monotonic() + 60
-        while client.pub.get_subscription_count() == 0 and time.monotonic() < deadline:
-            assert node.alive(), node.output()
-            time.sleep(0.1)
-        time.sleep(1.0)
+        client.wait_for_nodes(node)
         ids_of = defaultdict(set)
         found = total = 0
         for vs, truth in view_sets(rig_set):
@@ -148,10 +159,7 @@ def test_bad_sets_are_counted_and_the_next_set_is_processed(rig_set, tmp_path):
                        ros_args(None, rig_file=str(rig_set / "rig.yaml"), log_throttle=0.0), tmp_path, "assoc_bad")
     client = Client()
     try:
-        deadline = time.monotonic() + 60
-        while client.pub.get_subscription_count() == 0 and time.monotonic() < deadline:
-            time.sleep(0.1)
-        time.sleep(1.0)
+        client.wait_for_nodes(node)
         (good, truth), *_ = view_sets(rig_set)
         empty = client.send(ScrapViewSet())
         assert list(empty.objects) == [] and empty.unassociated_views == 0
@@ -172,6 +180,98 @@ def test_bad_sets_are_counted_and_the_next_set_is_processed(rig_set, tmp_path):
         code, _ = node.interrupt(10)
         node.close()
     assert code == 0
+
+
+def tf_static(rig, T_world_base: np.ndarray):
+    """The rig's camera poses as one latched TFMessage, as static_transform_publisher / robot_state_publisher
+    give them: world -> rig_base -> <cam>_optical (an intermediate frame, so lookups compose a chain)."""
+    from geometry_msgs.msg import TransformStamped
+    from tf2_msgs.msg import TFMessage
+
+    from scrap_perception.multiview.transforms import invert, matrix_to_transform
+
+    def stamped(parent: str, child: str, T: np.ndarray) -> TransformStamped:
+        (tx, ty, tz), (qx, qy, qz, qw) = matrix_to_transform(T)
+        msg = TransformStamped(child_frame_id=child)
+        msg.header.frame_id = parent
+        tr = msg.transform
+        tr.translation.x, tr.translation.y, tr.translation.z = float(tx), float(ty), float(tz)
+        tr.rotation.x, tr.rotation.y, tr.rotation.z, tr.rotation.w = float(qx), float(qy), float(qz), float(qw)
+        return msg
+
+    edges = [("world", "rig_base", T_world_base)]
+    edges += [("rig_base", f"{c}_optical", invert(T_world_base) @ rig[c].T_world_camera) for c in rig.names]
+    return TFMessage(transforms=[stamped(*e) for e in edges])
+
+
+def test_camera_poses_from_tf_give_the_objects_the_rig_file_gives(rig_set, tmp_path):
+    """Two nodes side by side: /rig with the rig file, /tf with extrinsics tf and no rig file (intrinsics
+    from the sets' CameraInfo, poses from /tf_static through rig_base; cam0's optical frame named by
+    tf.camera_frames, the others' by their views' header.frame_id). A set before any transform is counted
+    and answered without objects; a transform that is not rigid is counted; no crash."""
+    from geometry_msgs.msg import TransformStamped
+    from rclpy.qos import DurabilityPolicy, QoSProfile, ReliabilityPolicy
+    from std_msgs.msg import Header
+    from tf2_msgs.msg import TFMessage
+
+    from scrap_perception.multiview.rig import load_rig
+    from scrap_perception.multiview.transforms import transform_matrix
+
+    module = "scrap_perception.ros.association_node"
+    rig_node = NodeProcess(module, ros_args(None, rig_file=str(rig_set / "rig.yaml")) + ["-r", "__ns:=/rig"],
+                           tmp_path, "assoc_rig")
+    tf_node = NodeProcess(module, ros_args(None, extrinsics="tf", tf__camera_frames=["cam0:cam0_optical"],
+                                           log_throttle=0.0) + ["-r", "__ns:=/tf"], tmp_path, "assoc_tf")
+    client = Client(("/rig", "/tf"))
+    try:
+        client.wait_for_nodes(rig_node, tf_node)
+        sets = view_sets(rig_set)
+        for vs, _ in sets:
+            for view in vs.views:  # what camera drivers stamp on images; cam0's is not in TF (the parameter names it)
+                frame = "cam0_link" if view.camera_name == "cam0" else f"{view.camera_name}_optical"
+                view.header = Header(stamp=vs.header.stamp, frame_id=frame)
+        before = client.send(sets[0][0], "/tf")
+        assert list(before.objects) == [] and before.header.frame_id == "world"
+
+        latched = QoSProfile(depth=1, reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.TRANSIENT_LOCAL)
+        static_pub = client.node.create_publisher(TFMessage, "/tf_static", latched)
+        T_world_base = transform_matrix((1.0, -2.0, 0.5), (0.1, -0.3, 0.8, 0.5))
+        static_pub.publish(tf_static(load_rig(rig_set / "rig.yaml"), T_world_base))
+        dynamic_pub = client.node.create_publisher(TFMessage, "/tf", 10)
+        bad = TransformStamped(child_frame_id="cam_bogus")
+        bad.header.frame_id, bad.transform.rotation.w = "world", 0.0  # a zero quaternion
+        deadline = time.monotonic() + 30
+        while dynamic_pub.get_subscription_count() == 0 and time.monotonic() < deadline:
+            time.sleep(0.1)
+        dynamic_pub.publish(TFMessage(transforms=[bad]))
+
+        # The transforms travel on topics of their own: until they are in, the set is answered without objects.
+        while not client.send(sets[0][0], "/tf").objects and time.monotonic() < deadline:
+            time.sleep(0.2)
+        for vs, truth in sets:
+            by_rig, by_tf = ({frozenset(zip(o.cameras, o.instance_ids)): o for o in client.send(vs, ns).objects}
+                             for ns in ("/rig", "/tf"))
+            assert len(by_rig) >= 0.9 * len(truth)
+            assert by_tf.keys() == by_rig.keys()
+            for members, o in by_rig.items():
+                q = by_tf[members]
+                np.testing.assert_allclose([q.position.x, q.position.y, q.position.z],
+                                           [o.position.x, o.position.y, o.position.z], atol=1e-6)
+                assert q.num_views == o.num_views and abs(q.reprojection_error - o.reprojection_error) < 1e-3
+
+        while "rejected.bad_transform" not in tf_node.output() and time.monotonic() < deadline + 30:
+            time.sleep(0.2)
+        out = tf_node.output()
+        assert "rejected.bad_transform: 1 so far" in out and "cam_bogus" in out, out[-3000:]
+        assert "rejected.no_transform: 3 so far" in out and "'cam1_optical'" in out, out[-3000:]
+        assert "Traceback" not in out and tf_node.alive()
+    finally:
+        client.close()
+        codes = [n.interrupt(10)[0] for n in (rig_node, tf_node)]
+        for n in (rig_node, tf_node):
+            n.close()
+    assert codes == [0, 0]
 
 
 def test_multiview_launch_chains_perception_sets_into_objects(rig_set, tmp_path):

@@ -117,6 +117,11 @@ def test_two_cameras_one_array_per_image_matching_the_pipeline(setup):
         assert cam["rejected.box_outside_image"] == "4"
     node_status = diag["scrap_perception_node: pipeline"]
     assert node_status["segmenter"] == "sam:vit_b" and node_status["device"] == "cpu"
+    # precision 'auto' (the default) is reported as what it resolved to on this machine
+    import torch
+    from scrap_perception.devices import resolve_precision_name
+    assert node_status["segmenter.precision"] == node_status["classifier.precision"] == resolve_precision_name(
+        params.get("segmenter.precision", "auto"), torch.device("cpu"))
     assert float(node_status["latency.encode.p50_ms"]) > 0 and int(node_status["latency.total.samples"]) == 8
 
 

@@ -49,6 +49,15 @@ def test_config_yaml_equals_the_declared_defaults():
     assert not differ, f"YAML value vs declared default: {differ}"
 
 
+def test_precision_defaults_to_auto_from_the_engine_configs():
+    from scrap_perception.classification import ClassifierConfig
+    from scrap_perception.segmentation import SegmenterConfig
+
+    assert params.SPECS["segmenter.precision"].default == SegmenterConfig().precision == "auto"
+    assert params.SPECS["classifier.precision"].default == ClassifierConfig().precision == "auto"
+    assert validate({})["segmenter.precision"] == "auto"
+
+
 @pytest.mark.parametrize("name, value, words", [
     ("min_mask_score", 1.5, ["min_mask_score", "outside"]),
     ("min_mask_score", "high", ["min_mask_score", "expected double"]),
@@ -61,6 +70,8 @@ def test_config_yaml_equals_the_declared_defaults():
     ("camera_names", ["a", "a"], ["camera_names", "duplicate"]),
     ("camera_names", ["bad name"], ["camera_names"]),
     ("pairing.max_age", float("nan"), ["pairing.max_age"]),
+    ("segmenter.precision", "bf32", ["segmenter.precision", "'auto', 'fp32', 'bf16', 'fp16'"]),
+    ("classifier.precision", "AUTO", ["classifier.precision", "not one of"]),
 ])
 def test_validate_names_the_parameter(name, value, words):
     with pytest.raises(ParamError) as e:

@@ -111,3 +111,23 @@ def test_stop_interrupts_then_kills(tmp_path):
     wait_ready(stubborn)
     assert stubborn.stop(timeout=0.5) == -9 and not stubborn.alive()
     assert (tmp_path / "stubborn.err").read_text() == ""
+
+
+@pytest.mark.ros
+@pytest.mark.parametrize("delay", [0.3, 1.5])
+def test_ctrl_c_while_the_node_starts_ends_it_quietly(delay):
+    """Ctrl-C a moment after `ros2 run` (here: while the installed executable still imports rclpy and
+    torch, or builds the node on a fast machine) ends it with status 0 and no traceback."""
+    import signal
+    import subprocess
+
+    pytest.importorskip("rclpy")
+    from ament_index_python.packages import get_package_prefix
+
+    exe = Path(get_package_prefix("scrap_perception")) / "lib" / "scrap_perception" / "scrap_perception_node"
+    args = [str(exe), *ros_args(None, {"segmenter.model_type": "grabcut", "classifier.model": "none"})]
+    proc = subprocess.Popen(args, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True, env=node_env())
+    time.sleep(delay)
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0 and "Traceback" not in out, out[-2000:]

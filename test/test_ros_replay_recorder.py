@@ -1,5 +1,6 @@
 """Replay, recorder and demo: MCAP schemas that a third-party reader (mcap_ros2) decodes, jittered
-detections, and the whole demo (COCO replay -> node -> recorder) followed by a replay of its MCAP."""
+detections, and the whole demo (COCO replay -> node -> association -> recorder) followed by a replay of
+its MCAP."""
 import json
 import math
 import subprocess
@@ -106,15 +107,16 @@ def test_jittered_boxes_stay_within_jitter_and_score_is_their_iou():
 
 @pytest.mark.slow
 def test_demo_end_to_end_then_replay_its_recording(tmp_path):
-    """`python -m scrap_perception.ros.demo` (small): replay -> node (GrabCut) -> recorder; the MCAP it
-    writes decodes with mcap_ros2, holds one array per frame matching the recorded images, and replays."""
+    """`python -m scrap_perception.ros.demo` (small, 2 cameras): replay -> node (GrabCut, camera sets) ->
+    association -> recorder; the MCAP it writes decodes with mcap_ros2, holds one array per frame matching the
+    recorded images, and replays. (test_ros_demo_chain checks the association of the chain.)"""
     from mcap.reader import make_reader
     from mcap_ros2.decoder import DecoderFactory
 
     out = tmp_path / "demo"
     t0 = time.monotonic()
     r = subprocess.run([sys.executable, "-m", "scrap_perception.ros.demo", "--out", str(out), "--frames", "2",
-                        "--image-size", "240", "320", "--cameras", "cam_l", "cam_r", "--timeout", "240"],
+                        "--image-size", "240", "320", "--cameras", "2", "--objects", "3", "4", "--timeout", "240"],
                        capture_output=True, text=True, timeout=300, cwd=str(ROOT))
     seconds = time.monotonic() - t0
     assert r.returncode == 0, r.stdout[-3000:] + r.stderr[-3000:]
@@ -122,11 +124,11 @@ def test_demo_end_to_end_then_replay_its_recording(tmp_path):
     summary = json.loads((out / "summary.json").read_text())
     print(f"demo took {seconds:.0f} s; mean DICE {summary['scores']['all']['mean_dice']:.3f}")
     assert summary["segmenter"] == "grabcut" and summary["frames_replayed"] == 4
-    for cam in ("cam_l", "cam_r"):
+    for cam in ("cam0", "cam1"):
         c = summary["node_counters"][cam]
         assert c["images_in"] == c["paired"] == c["processed"] == c["published"] == "2"
     assert (out / "summary.png").is_file() and (out / "overlay_example.png").is_file()
-    assert len(list((out / "overlays").glob("cam_l_scrap_overlay_*.png"))) == 2
+    assert len(list((out / "overlays").glob("cam0_scrap_overlay_*.png"))) == 2
 
     # The recording, read with mcap_ros2's decoder: arrays pair with the recorded images by header.
     images, arrays, dets = {}, {}, {}
@@ -157,7 +159,7 @@ def test_demo_end_to_end_then_replay_its_recording(tmp_path):
     from vision_msgs.msg import Detection2DArray
 
     got = {}
-    for cam in ("cam_l", "cam_r"):
+    for cam in ("cam0", "cam1"):
         client.node.create_subscription(Image, f"/{cam}/image_raw",
                                         lambda m, c=cam: got.setdefault(("img", c, m.header.stamp.sec,
                                                                          m.header.stamp.nanosec), m), 10)

@@ -57,7 +57,8 @@ def small_ckpt(tmp_path_factory):
 
 
 def build_small(**kw):
-    return build_segmenter("vit_b", arch=SMALL_VIT, device="cpu", **kw)
+    # fp32: compared with segment_anything's float32 reference ('auto' picks bf16 on some CPUs)
+    return build_segmenter("vit_b", arch=SMALL_VIT, device="cpu", precision="fp32", **kw)
 
 
 def test_missing_file_names_parameter_and_path(tmp_path):

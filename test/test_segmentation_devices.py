@@ -7,8 +7,9 @@ import numpy as np
 import pytest
 import torch
 
+from scrap_perception.devices import bf16_is_fast, cpu_flags, dtype_of, resolve_precision_name
 from scrap_perception.prompts import Prompt, box_point_prompt
-from scrap_perception.segmentation import build_sam_model, build_segmenter
+from scrap_perception.segmentation import SegmenterConfig, build_sam_model, build_segmenter
 from scrap_perception.segmentation.devices import (default_chunk_size, default_encoder_batch, resolve_device,
                                                    resolve_precision)
 
@@ -36,6 +37,74 @@ def test_precisions():
     with warnings.catch_warnings():
         warnings.simplefilter("error")
         resolve_precision("fp16", cpu, "sam:vit_b")  # no warning for the other models
+
+
+CPUINFO = """processor\t: 0
+vendor_id\t: AuthenticAMD
+flags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni
+processor\t: 1
+flags\t\t: fpu sse2 avx2 avx512f avx512_bf16 avx512_vnni
+"""
+
+
+def test_cpu_flags_are_read_from_cpuinfo_text():
+    assert {"avx512_bf16", "avx512f", "fpu"} <= cpu_flags(CPUINFO)
+    assert "AuthenticAMD" not in cpu_flags(CPUINFO)  # only the flags lines
+    assert cpu_flags("") == frozenset()
+
+
+@pytest.mark.parametrize("device_type,facts,fast", [
+    ("cpu", {"flags": {"avx2", "avx512f", "avx512_bf16"}}, True),   # AMD Zen 4, Intel Cooper Lake
+    ("cpu", {"flags": {"avx2", "amx_tile", "amx_bf16"}}, True),     # Intel Sapphire Rapids
+    ("cpu", {"flags": {"avx2", "avx512f", "avx512bw"}}, False),     # AVX-512 without bf16: emulated
+    ("cpu", {"flags": set()}, False),                               # no /proc/cpuinfo (macOS, Windows)
+    ("cuda", {"cuda_capability": (8, 0)}, True),                    # A100
+    ("cuda", {"cuda_capability": (9, 0)}, True),                    # H100
+    ("cuda", {"cuda_capability": (7, 5)}, False),                   # T4: bf16 only emulated
+    ("mps", {}, False),
+])
+def test_bf16_is_fast_per_device_facts(device_type, facts, fast):
+    assert bf16_is_fast(device_type, **facts) is fast
+
+
+def test_auto_precision_resolves_per_machine_and_bad_values_name_the_parameter():
+    cpu = torch.device("cpu")
+    expected = "bf16" if bf16_is_fast("cpu", cpu_flags()) else "fp32"
+    assert resolve_precision_name("auto", cpu) == expected
+    assert resolve_precision("auto", cpu) == {"bf16": torch.bfloat16, "fp32": torch.float32}[expected]
+    for explicit in ("fp32", "bf16", "fp16"):
+        assert resolve_precision_name(explicit, cpu) == explicit  # by choice, whatever the device
+    with pytest.raises(ValueError, match=r"segmenter\.precision='bf32' must be one of \['auto', 'fp32'"):
+        resolve_precision_name("bf32", cpu, "segmenter.precision")
+    with pytest.raises(ValueError, match="segmenter precision='Auto'"):
+        resolve_precision("Auto", cpu)
+    with pytest.raises(ValueError, match="segmenter precision='x'"):
+        build_segmenter("vit_b", arch=SMALL_VIT, device="cpu", precision="x")
+
+
+def test_engines_expose_the_resolved_precision(tmp_path):
+    random_checkpoint(lambda: build_sam_model("vit_b", SMALL_VIT), tmp_path / "s.pth")
+    auto = build_segmenter("vit_b", tmp_path / "s.pth", arch=SMALL_VIT, device="cpu")  # the default: auto
+    assert SegmenterConfig().precision == "auto"
+    assert auto.precision == resolve_precision_name("auto", torch.device("cpu"))
+    assert auto.dtype == dtype_of(auto.precision)
+    assert build_segmenter("vit_b", tmp_path / "s.pth", arch=SMALL_VIT, device="cpu", precision="fp32").precision \
+        == "fp32"
+    with pytest.warns(UserWarning, match="NOT SAM"):
+        assert build_segmenter("grabcut").precision == "fp32"
+
+
+def test_classifier_resolves_auto_and_names_the_parameter():
+    from classification_helpers import small_clip
+    from scrap_perception.classification import ClassifierConfig, CnClipClassifier, NullClassifier, build_classifier
+
+    assert ClassifierConfig().precision == "auto"
+    clf = CnClipClassifier(small_clip(), device="cpu", precision="auto")
+    assert clf.precision == resolve_precision_name("auto", torch.device("cpu")) and clf.dtype == dtype_of(clf.precision)
+    assert CnClipClassifier(small_clip(), device="cpu", precision="bf16").precision == "bf16"
+    assert NullClassifier().precision == "none"
+    with pytest.raises(ValueError, match=r"classifier precision must be one of \['auto', 'fp32', 'bf16', 'fp16'\]"):
+        build_classifier("ViT-B-16", precision="bf32", device="cpu")
 
 
 def test_chunk_size_and_encoder_batch_defaults_and_validation(tmp_path):

@@ -120,7 +120,7 @@ def ours(oracle, tmp_path_factory):
     """Our edge_sam segmenter loaded strictly from the oracle's state dict, saved as the official file."""
     path = tmp_path_factory.mktemp("edge_sam") / "edge_sam.pth"
     torch.save({"model": oracle.model.state_dict()}, path)
-    return build_segmenter(SegmenterConfig("edge_sam", checkpoint=path, device="cpu")), path
+    return build_segmenter(SegmenterConfig("edge_sam", checkpoint=path, device="cpu", precision="fp32")), path
 
 
 def test_model_types_resolve_and_share_the_architecture():

@@ -58,7 +58,7 @@ class Case:
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # a checkpoint is given: no random-weights warning
             self.seg = build_segmenter(cfg["model_type"], checkpoint=self.checkpoint, arch=cfg["arch"], device="cpu",
-                                       encoder_batch=len(IMAGE_SIZES))
+                                       encoder_batch=len(IMAGE_SIZES), precision="fp32")  # as the reference
         self.predictor = self.package.SamPredictor(self.ref_model)
         self.images = [scene(hw, seed=i) for i, hw in enumerate(IMAGE_SIZES)]
         self.prompts = [prompt_set(hw, seed=10 + i) for i, hw in enumerate(IMAGE_SIZES)]
@@ -209,7 +209,8 @@ def test_sam_hq_with_vit_encoder_equals_reference(tmp_path, hq_token_only):
     ref_model = build_sam_model("hq:vit_b", SMALL_VIT)
     ref_model.load_state_dict(torch.load(path, weights_only=True))
     predictor = importlib.import_module("segment_anything_hq").SamPredictor(ref_model)
-    seg = build_segmenter("hq:vit_b", path, arch=SMALL_VIT, device="cpu", hq_token_only=hq_token_only)
+    seg = build_segmenter("hq:vit_b", path, arch=SMALL_VIT, device="cpu", hq_token_only=hq_token_only,
+                          precision="fp32")
     hw = IMAGE_SIZES[ODD]
     image = scene(hw, seed=8)
     predictor.set_image(image)

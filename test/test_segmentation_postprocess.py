@@ -134,3 +134,15 @@ def test_roi_upsampling_any_geometry(h, w, image_size, seed):
     logits = blob_logits(6, image_size // 4, seed)
     check_same(upsample_roi(logits, image_size, input_hw, (h, w)),
                reference_masks(logits, image_size, input_hw, (h, w)), (h, w))
+
+
+@pytest.mark.parametrize("shape", [(20, 72, 128), (3, 1, 5), (0, 4, 4), (2, 0, 3), (4, 6, 1)])
+def test_any_along_equals_torch_any(shape):
+    """The byte-max reduction the ROI stage uses instead of torch's slow bool ``any``: equal for every dim,
+    on contiguous and transposed (strided) tensors, with empty reductions and sparse / dense True patterns."""
+    gen = torch.Generator().manual_seed(sum(shape))
+    for density in (0.0, 1e-3, 0.5, 1.0):
+        x = torch.rand(shape, generator=gen) < density
+        for t in (x, x.transpose(1, 2)):
+            for dim in range(t.dim()):
+                assert torch.equal(postprocess.any_along(t, dim), t.any(dim))

@@ -64,4 +64,4 @@ def build_classifier(config: ClassifierConfig | str = "ViT-B-16",
     short = os.path.splitext(os.path.basename(cfg.model))[0] if cfg.model not in MODELS else cfg.model
     return CnClipClassifier(model, labels, device=dev, precision=cfg.precision, crop_margin=cfg.crop_margin,
                             background=cfg.background, batch_size=cfg.batch_size, min_score=cfg.min_score,
-                            name=f"cn_clip:{short}")
+                            name=f"cn_clip:{short}", cast_weights=cfg.cast_weights)

@@ -30,6 +30,8 @@ def unclassified() -> Classification:
 class Classifier(ABC):
     name: str = "classifier"
     labels: tuple[Label, ...] = ()
+    #: the precision the model runs at, 'auto' resolved ('fp32' | 'bf16' | 'fp16'; 'none' without a model)
+    precision: str = "fp32"
 
     @abstractmethod
     def classify(self, rgb: np.ndarray, masks: Sequence[InstanceMask]) -> list[Classification]:
@@ -46,6 +48,7 @@ class NullClassifier(Classifier):
     """No classifier configured: every instance is UNKNOWN with empty scores."""
 
     name = "none"
+    precision = "none"
 
     def classify(self, rgb: np.ndarray, masks: Sequence[InstanceMask]) -> list[Classification]:
         return [unclassified() for _ in masks]

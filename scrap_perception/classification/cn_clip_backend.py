@@ -12,7 +12,8 @@ import torch
 from cn_clip.clip.model import CLIP
 
 from ..labels import DEFAULT_LABELS, UNKNOWN_ID, UNKNOWN_NAME, Label, validate_labels
-from ..devices import PRECISIONS, autocast, dtype_of
+from ..devices import PRECISION_CHOICES, autocast, dtype_of, resolve_precision_name
+from ..lowprec import low_precision_copy
 from ..masks import InstanceMask
 from .base import Classification, Classifier, unclassified
 from .crops import (DEFAULT_BACKGROUND, DEFAULT_CROP_MARGIN, BackgroundSpec, check_margin, crop_images, normalize,
@@ -26,8 +27,8 @@ log = logging.getLogger(__name__)
 def check_options(device: torch.device, precision: str, crop_margin: float, background: BackgroundSpec,
                   batch_size: int, min_score: float) -> None:
     """Raises ValueError for an option the classifier cannot use."""
-    if precision not in PRECISIONS:
-        raise ValueError(f"precision must be one of {sorted(PRECISIONS)}, not {precision!r}")
+    if precision not in PRECISION_CHOICES:
+        raise ValueError(f"classifier precision must be one of {list(PRECISION_CHOICES)}, not {precision!r}")
     if precision == "fp16" and device.type != "cuda":
         raise ValueError("precision 'fp16' needs a CUDA device; use 'bf16' or 'fp32' on the CPU")
     if isinstance(batch_size, bool) or int(batch_size) != batch_size or batch_size < 1:
@@ -44,18 +45,23 @@ class CnClipClassifier(Classifier):
     probabilities = softmax(logit_scale.exp() * cos(image, text_k)) over the labels; the class is the
     argmax, or UNKNOWN when its probability is under ``min_score``. crop_margin / background: the crop
     policy of crops.py. Weights stay fp32; precision 'bf16' or 'fp16' runs the encoders under autocast
-    (fp16 only on CUDA). counters: 'empty_mask' (masks without a pixel, returned unclassified) and
-    'below_min_score'.
+    (fp16 only on CUDA), 'auto' resolves per device (scrap_perception.devices; ``precision`` then says
+    what it resolved to). counters: 'empty_mask' (masks without a pixel, returned unclassified) and
+    'below_min_score'. cast_weights: at bf16 / fp16 the crops run through ``visual``, a copy of the image
+    encoder with its matmul weights cast once (lowprec.py: outputs bitwise equal to autocast casting them
+    per call, faster; ``model`` stays fp32).
     """
 
     def __init__(self, model: CLIP, labels: Sequence[Label] = DEFAULT_LABELS, *, device: torch.device | str = "cpu",
                  precision: str = "fp32", crop_margin: float = DEFAULT_CROP_MARGIN,
                  background: BackgroundSpec = DEFAULT_BACKGROUND, batch_size: int = 32, min_score: float = 0.0,
-                 name: str = "cn_clip") -> None:
+                 name: str = "cn_clip", cast_weights: bool = True) -> None:
         self.device = torch.device(device)
         check_options(self.device, precision, crop_margin, background, batch_size, min_score)
         self.model = model.to(self.device).eval()
-        self.dtype = dtype_of(precision)
+        self.precision = resolve_precision_name(precision, self.device, "classifier precision")
+        self.dtype = dtype_of(self.precision)
+        self.visual = low_precision_copy(self.model.visual, self.dtype) if cast_weights else self.model.visual
         self.crop_margin = check_margin(crop_margin)
         self.background = parse_background(background)
         self.batch_size = int(batch_size)
@@ -86,9 +92,11 @@ class CnClipClassifier(Classifier):
     def encode(self, images: torch.Tensor) -> torch.Tensor:
         """(N, 3, R, R) normalised crops -> (N, D) float32 L2-normalised embeddings, ``batch_size`` at a time."""
         out = []
+        # The low-precision copy = model.encode_image: autocast casts the crops as encode_image's .type would.
+        run = self.model.encode_image if self.visual is self.model.visual else self.visual
         with torch.inference_mode(), self._autocast():
             for start in range(0, images.shape[0], self.batch_size):
-                out.append(self.model.encode_image(images[start:start + self.batch_size]).float())
+                out.append(run(images[start:start + self.batch_size]).float())
         feats = torch.cat(out) if out else images.new_zeros((0, self.model.text_projection.shape[1]))
         return feats / feats.norm(dim=-1, keepdim=True)
 

@@ -2,16 +2,18 @@
 
 Subscribes ``scrap_views`` (ScrapViewSet, from the perception node in ``sync.policy: sets``); per set:
 the views become Detections (multiview.views), intrinsics from each view's CameraInfo (the rig file's
-when a set carries none), extrinsics from the rig file; ``multiview.association.associate`` ties the
+when a set carries none), extrinsics (``extrinsics``) from the rig file or from TF (``ros.tf_poses``:
+the pose of each camera's optical frame in the world frame); ``multiview.association.associate`` ties the
 instances of the cameras into objects (one global packing over all cameras), each object seen by two
 or more cameras is triangulated (``triangulation.locate``), its class fused over the views
 (``fusion.fuse_classes``), and ``tracking.Tracker`` keeps ids over consecutive sets. Publishes one
 ``ScrapObjectArray`` per set on ``scrap_objects`` (also when empty), a ``visualization_msgs/MarkerArray``
 on ``scrap_object_markers`` for RViz, and ``/diagnostics``. Bad input (a view of a camera the rig does
-not know, a missing CameraInfo, an unreadable mask, an empty set) is counted and logged (throttled),
-never a crash; the next set is processed.
+not know, a missing CameraInfo, a camera without a transform yet, a transform that is not rigid, an
+unreadable mask, an empty set) is counted and logged (throttled), never a crash; the next set is processed.
 
-Run: ``python -m scrap_perception.ros.association_node --ros-args -p rig_file:=rig.yaml``
+Run: ``python -m scrap_perception.ros.association_node --ros-args -p rig_file:=rig.yaml``, or with the
+poses from TF: ``... --ros-args -p extrinsics:=tf`` (rig_file then optional: intrinsics fallback only).
 """
 from __future__ import annotations
 
@@ -39,14 +41,37 @@ from .params import ParamSpec
 from .qos import output_qos
 from .runner import spin_node
 from .stats import LatencyWindow
+from .tf_poses import PoseLookup, tf_poses
 
 NODE_NAME = "scrap_association_node"
+EXTRINSICS = ("rig", "tf")
+
+
+def _camera_frames(v: list[str]) -> Optional[str]:
+    names = [e.split(":", 1)[0] for e in v]
+    bad = [e for e in v if ":" not in e or not all(part.strip() for part in e.split(":", 1))]
+    if bad:
+        return f"{bad} are not 'camera:frame' pairs"
+    return f"cameras named twice in {v}" if len(set(names)) != len(names) else None
+
 
 ASSOCIATION_PARAMS: tuple[ParamSpec, ...] = (
     ParamSpec("rig_file", "", "string",
               "The rig file (cameras' intrinsics, image sizes and poses in the world; scrap-tools synth --cameras "
-              "writes one): extrinsics come from it, intrinsics from each set's CameraInfo when present.",
-              check=lambda v: None if v.strip() else "a rig file is needed (README, Multi-view)"),
+              "writes one): extrinsics come from it (extrinsics: rig), intrinsics from each set's CameraInfo when "
+              "present, else from it. Required with extrinsics rig; optional with tf."),
+    ParamSpec("extrinsics", "rig", "string",
+              "Where the camera poses come from: rig (the rig file's T_world_camera) or tf (the pose of each "
+              "camera's optical frame in tf.world_frame from /tf_static and /tf, as robot_state_publisher or "
+              "static_transform_publisher publish it; static and the latest dynamic transforms).",
+              choices=EXTRINSICS),
+    ParamSpec("tf.world_frame", "", "string",
+              "extrinsics tf: the frame objects are placed in (z up); empty = each set's header.frame_id (the "
+              "perception node's sync.frame_id), or the rig file's frame_id (else 'world') when a set has none."),
+    ParamSpec("tf.camera_frames", [], "string_array",
+              "extrinsics tf: 'camera:frame' pairs naming a camera's optical frame (x right, y down, z forward); "
+              "a camera not listed uses its view's header.frame_id (what camera drivers stamp on images), else "
+              "its CameraInfo's.", check=_camera_frames),
     ParamSpec("views_topic", "scrap_views", "string", "ScrapViewSet input (the perception node's sets)."),
     ParamSpec("association.tolerance_px", 12.0, "double",
               "Mask boundary uncertainty in pixels for the epipolar consistency (detector-prompted masks err "
@@ -76,10 +101,14 @@ class AssociationNode(Node):
     def __init__(self, **node_kwargs: Any) -> None:
         super().__init__(NODE_NAME, **node_kwargs)
         self.p = params.declare(self, ASSOCIATION_PARAMS)
+        from_tf = self.p["extrinsics"] == "tf"
+        if not self.p["rig_file"].strip() and not from_tf:
+            raise params.ParamError("rig_file: a rig file is needed with extrinsics rig (README, Multi-view)")
         try:
-            self.rig = load_rig(self.p["rig_file"])
+            self.rig: Optional[Rig] = load_rig(self.p["rig_file"]) if self.p["rig_file"].strip() else None
         except RigError as e:
             raise params.ParamError(f"rig_file: {e}") from None
+        self.camera_frames = dict(e.split(":", 1) for e in self.p["tf.camera_frames"])
         self.tracker = Tracker(self._tracker_config())
         self.counts: Counter[str] = Counter(
             {k: 0 for k in ("sets_in", "sets_processed", "objects", "views", "unassociated_views")})
@@ -87,23 +116,32 @@ class AssociationNode(Node):
         self.latency = LatencyWindow()
         self._last_warn: dict[str, float] = {}
         self.add_on_set_parameters_callback(self._check_params)
+        self.poses: Optional[PoseLookup] = None
+        if from_tf:
+            try:
+                self.poses = tf_poses(self, lambda text: self._reject("bad_transform", text))
+            except ImportError as e:
+                raise params.ParamError(f"extrinsics: tf needs tf2_ros or tf2_msgs ({e}); scripts/bootstrap.sh "
+                                        "builds tf2_msgs") from None
         qos = output_qos(self.p["qos.depth"])
         self.objects_pub = self.create_publisher(ScrapObjectArray, "scrap_objects", qos)
         self.markers_pub = self.create_publisher(MarkerArray, "scrap_object_markers", qos)
         self.diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
         self.create_subscription(ScrapViewSet, self.p["views_topic"], self._on_set, qos)
         self.create_timer(self.p["diagnostics_period"], self._publish_diagnostics)
-        self.get_logger().info(f"ready: rig {self.rig.names} in frame {self.rig.frame_id!r}, sets from "
-                               f"{self.p['views_topic']}")
+        source = (f"poses from TF ({self.poses.name})" if self.poses is not None
+                  else f"rig {self.rig.names} in frame {self.rig.frame_id!r}")
+        self.get_logger().info(f"ready: {source}, sets from {self.p['views_topic']}")
 
     # --- one set --------------------------------------------------------------------------------------
     def _on_set(self, msg: ScrapViewSet) -> None:
         t0 = time.perf_counter()
         self.counts["sets_in"] += 1
         stamp = msg.header.stamp.sec + msg.header.stamp.nanosec * 1e-9
-        rig, views = self._views(msg)
+        world = self._world_frame(msg)
+        rig, views = self._views(msg, world)
         out = ScrapObjectArray(header=msg.header)
-        out.header.frame_id = self.rig.frame_id
+        out.header.frame_id = world
         groups, estimates = [], []
         for g in associate(rig, views, self._association_config()) if len(views) >= 2 else []:
             try:
@@ -130,9 +168,18 @@ class AssociationNode(Node):
                            unassociated_views=out.unassociated_views)
         self.latency.add(time.perf_counter() - t0)
 
-    def _views(self, msg: ScrapViewSet) -> tuple[Rig, dict[str, list[Detection]]]:
-        """The set's detections per camera, and the rig with the set's intrinsics; bad views counted."""
+    def _world_frame(self, msg: ScrapViewSet) -> str:
+        """The frame objects are placed in: the rig file's, or with TF tf.world_frame or the set's."""
+        default = self.rig.frame_id if self.rig is not None else "world"
+        if self.poses is None:
+            return default
+        return self.p["tf.world_frame"] or msg.header.frame_id or default
+
+    def _views(self, msg: ScrapViewSet, world: str) -> tuple[Rig, dict[str, list[Detection]]]:
+        """The set's detections per camera, and the rig of its cameras (the set's intrinsics, poses in
+        ``world``); bad views counted and left out."""
         cams: dict[str, Camera] = {}
+        no_pose: list[str] = []
         views: dict[str, list[Detection]] = {}
         if not msg.views:
             self._reject("empty_set", "a camera set without views: published with no objects")
@@ -141,12 +188,26 @@ class AssociationNode(Node):
                                               "the rig's intrinsics are used")
         for k, view in enumerate(msg.views):
             name = view.camera_name
-            if name not in self.rig:
-                self._reject("unknown_camera", f"camera {name!r} of a set is not in the rig {self.rig.names}: "
-                                               "its view is left out")
-                continue
             info = msg.camera_infos[k] if k < len(msg.camera_infos) else None
-            cams[name] = self._camera(self.rig[name], info)
+            base = self.rig.cameras.get(name) if self.rig is not None else None
+            if self.poses is None:
+                if base is None:
+                    self._reject("unknown_camera", f"camera {name!r} of a set is not in the rig {self.rig.names}: "
+                                                   "its view is left out")
+                    continue
+                pose = base.T_world_camera
+            else:
+                frame = (self.camera_frames.get(name) or view.header.frame_id
+                         or (info.header.frame_id if info is not None else ""))
+                try:
+                    pose = self.poses.lookup(world, frame)
+                except LookupError as e:
+                    no_pose.append(f"{name} (frame {frame!r}: {e})")
+                    continue
+            cam = self._camera(name, base, pose, info)
+            if cam is None:
+                continue
+            cams[name] = cam
             dets = []
             for inst in view.instances:
                 try:
@@ -157,20 +218,28 @@ class AssociationNode(Node):
                 except ValueError as e:
                     self._reject("bad_mask", f"{name}: instance {inst.id!r} left out: {e}")
             views[name] = dets
-        rig = Rig({n: cams.get(n, c) for n, c in self.rig.cameras.items()}, self.rig.frame_id)
-        return rig, views
+        if no_pose:
+            self._reject("no_transform", f"no transform to {world!r} yet for {'; '.join(no_pose)}: their views "
+                                         "are left out", len(no_pose))
+        return Rig(cams, world), views
 
-    def _camera(self, cam: Camera, info: Optional[Any]) -> Camera:
-        """The rig's camera with the CameraInfo's intrinsics (the rig's when the info is empty)."""
+    def _camera(self, name: str, base: Optional[Camera], pose: np.ndarray, info: Optional[Any]) -> Optional[Camera]:
+        """The camera at ``pose`` (T_world_camera) with the CameraInfo's intrinsics, or the rig file's
+        (``base``) when the info is empty or of another image size; None (counted) without either."""
         k = np.asarray(info.k, float).reshape(3, 3) if info is not None else np.zeros((3, 3))
-        if not k[0, 0] or not k[1, 1] or info.width != cam.width or info.height != cam.height:
-            self._reject("camera_info_missing", f"{cam.name}: no usable CameraInfo in the set: the rig's "
+        if (not k[0, 0] or not k[1, 1] or not info.width or not info.height
+                or (base is not None and (info.width, info.height) != (base.width, base.height))):
+            if base is None:
+                self._reject("camera_info_missing", f"{name}: no usable CameraInfo in the set and no rig file "
+                                                    "entry: its view is left out")
+                return None
+            self._reject("camera_info_missing", f"{name}: no usable CameraInfo in the set: the rig's "
                                                 "intrinsics are used")
-            return cam
+            return replace(base, T_world_camera=pose)
         dist = np.zeros(5)
         if info.distortion_model == "plumb_bob" and len(info.d) == 5:
             dist = np.asarray(info.d, float)
-        return replace(cam, K=k, dist=dist)
+        return Camera(name, int(info.width), int(info.height), k, pose, dist)
 
     def _markers(self, out: ScrapObjectArray) -> MarkerArray:
         """A sphere and a text (id, class) per object; DELETEALL first so vanished objects go."""
@@ -216,8 +285,8 @@ class AssociationNode(Node):
         self.tracker.config = self._tracker_config()
         return SetParametersResult(successful=True)
 
-    def _reject(self, code: str, text: str) -> None:
-        self.rejected[code] += 1
+    def _reject(self, code: str, text: str, n: int = 1) -> None:
+        self.rejected[code] += n
         now = time.monotonic()
         if now - self._last_warn.get(code, -1e9) >= self.p["log_throttle"]:
             self._last_warn[code] = now

@@ -3,7 +3,8 @@ queue) and one per camera (frame counters, expiries and rejections by reason).
 
 Keys (all values are strings): node status ``latency.<stage>.p50_ms`` / ``.p95_ms`` / ``.max_ms`` /
 ``.samples`` (over the last 512 samples), ``batch.size_mean`` / ``batch.size_max``, ``segmenter``,
-``classifier``, ``device``, ``state``, ``queue.pending``, ``worker.busy``, with camera sets
+``classifier``, ``segmenter.precision`` / ``classifier.precision`` (what 'auto' resolved to), ``device``,
+``state``, ``queue.pending``, ``worker.busy``, with camera sets
 ``sets.<complete|partial|expired|superseded|published|waiting>``; camera status the counters of
 ``stats.FRAME_COUNTERS``, ``waiting.images`` / ``waiting.detections``, ``expired.<reason>`` (pairing
 reasons) and ``rejected.<reason>``, plus ``rejected.total`` and ``expired.total``; with camera sets

@@ -14,7 +14,7 @@ from dataclasses import dataclass
 from typing import Any, Callable, Mapping, Optional, Sequence
 
 from ..classification.config import ClassifierConfig
-from ..devices import DEVICE_RE, PRECISIONS
+from ..devices import DEVICE_RE, PRECISION_CHOICES
 from ..labels import LabelError, labels_from_strings
 from ..pipeline import PROMPT_MODES
 from ..segmentation.config import MULTIMASK_CHOICES, SegmenterConfig
@@ -208,8 +208,10 @@ PERCEPTION_PARAMS: tuple[ParamSpec, ...] = (
               check=_json_object_or_empty),
     ParamSpec("segmenter.device", _SEG.device, "string", "auto (cuda when available), cpu, cuda or cuda:N.",
               check=_device),
-    ParamSpec("segmenter.precision", _SEG.precision, "string", "Inference precision: fp32, fp16 (CUDA) or bf16.",
-              choices=PRECISIONS),
+    ParamSpec("segmenter.precision", _SEG.precision, "string",
+              "Inference precision: auto (bf16 on CPUs with AVX512-BF16 or AMX and on CUDA compute capability >= 8.0, "
+              "else fp32; /diagnostics and the startup log name the result), fp32, bf16 or fp16 (CUDA).",
+              choices=PRECISION_CHOICES),
     ParamSpec("segmenter.chunk_size", 0, "int",
               "Prompts decoded per mask-decoder call (decoder batch size); 0 = the device's default (1 on CPU, "
               "64 on CUDA).",
@@ -238,7 +240,8 @@ PERCEPTION_PARAMS: tuple[ParamSpec, ...] = (
               "CN-CLIP weights (cn_clip format, e.g. clip_cn_vit-b-16.pt or fine-tuned; ~ and $VARS expanded); "
               "required unless classifier.model is none. 'random' = random weights (tests and timing only)."),
     ParamSpec("classifier.device", _CLS.device, "string", "auto, cpu, cuda or cuda:N.", check=_device),
-    ParamSpec("classifier.precision", _CLS.precision, "string", "fp32, fp16 (CUDA) or bf16.", choices=PRECISIONS),
+    ParamSpec("classifier.precision", _CLS.precision, "string", "auto (as segmenter.precision), fp32, bf16 or "
+              "fp16 (CUDA).", choices=PRECISION_CHOICES),
     ParamSpec("classifier.labels", DEFAULT_LABEL_STRINGS, "string_array",
               "Classes as 'id:name:text' (id = ScrapInstance constant, text = Chinese prompt for CN-CLIP).",
               check=_labels),

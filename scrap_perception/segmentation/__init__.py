@@ -52,4 +52,5 @@ def build_segmenter(config: SegmenterConfig | str, checkpoint: Optional[str | os
     dtype = resolve_precision(cfg.precision, dev, spec.name)
     model = load_model(spec, cfg.checkpoint, cfg.decoder_checkpoint, cfg.arch, dev)
     return SamSegmenter(model, spec, dev, dtype, cfg.chunk_size, hq_token_only=cfg.hq_token_only,
-                        multimask=cfg.multimask, encoder_batch=cfg.encoder_batch)
+                        multimask=cfg.multimask, encoder_batch=cfg.encoder_batch, cast_weights=cfg.cast_weights,
+                        channels_last=cfg.channels_last)

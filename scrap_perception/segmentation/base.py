@@ -34,6 +34,8 @@ class Segmenter(ABC):
 
     #: e.g. "sam:vit_b", "mobile_sam:vit_t", "sam_hq:vit_tiny", "grabcut"
     name: str = "segmenter"
+    #: the precision the model runs at, 'auto' resolved ('fp32' | 'bf16' | 'fp16'; GrabCut: numpy, 'fp32')
+    precision: str = "fp32"
 
     def __init__(self) -> None:
         self._encoded: Optional[EncodedImage] = None

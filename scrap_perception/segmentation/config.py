@@ -22,7 +22,8 @@ class SegmenterConfig:
 
     checkpoint: a full model checkpoint (None: random weights, with a warning); decoder_checkpoint: a
     fine-tuned mask decoder replacing the stock one; device: 'auto' | 'cpu' | 'cuda[:n]'; precision:
-    'fp32' | 'bf16' | 'fp16'; chunk_size: prompts per decoder call (None: the device's default);
+    'auto' (bf16 where the device runs it natively, else fp32: scrap_perception.devices) | 'fp32' | 'bf16' |
+    'fp16'; chunk_size: prompts per decoder call (None: the device's default);
     encoder_batch: images per image-encoder call when several are encoded (None: the device's default);
     multimask: 'auto' (SAM: single mask for boxes and point sets, best of three for one point; EdgeSAM:
     'stability'), 'single', 'best' (highest predicted IoU of three) or 'stability' (highest stability
@@ -35,12 +36,17 @@ class SegmenterConfig:
     checkpoint: Optional[str | os.PathLike] = None
     decoder_checkpoint: Optional[str | os.PathLike] = None
     device: str = "auto"
-    precision: str = "fp32"
+    precision: str = "auto"
     chunk_size: Optional[int] = None
     encoder_batch: Optional[int] = None
     multimask: str = "auto"
     hq_token_only: bool = False
     arch: Optional[Mapping[str, Any]] = field(default=None, hash=False)
+    #: bf16 / fp16: the image encoder's matmul weights cast once, not per call (bitwise equal; SamSegmenter).
+    cast_weights: bool = True
+    #: the image encoder's convolutions on NHWC tensors (outputs within rounding); None: the model family's
+    #: default (on for TinyViT encoders, measured faster on CPUs).
+    channels_last: Optional[bool] = None
 
     @property
     def weight_free(self) -> bool:

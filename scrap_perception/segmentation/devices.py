@@ -5,10 +5,10 @@ import logging
 
 import torch
 
-from ..devices import PRECISIONS, autocast, dtype_of, resolve_device
+from ..devices import PRECISIONS, autocast, dtype_of, precision_of, resolve_device, resolve_precision_name
 from ..notices import notify
 
-__all__ = ["PRECISIONS", "autocast", "resolve_device", "resolve_precision", "default_chunk_size",
+__all__ = ["PRECISIONS", "autocast", "precision_of", "resolve_device", "resolve_precision", "default_chunk_size",
            "default_encoder_batch"]
 
 log = logging.getLogger(__name__)
@@ -22,7 +22,9 @@ DEFAULT_ENCODER_BATCH = {"cpu": 1, "cuda": 8}
 
 
 def resolve_precision(precision: str, device: torch.device, model_type: str = "") -> torch.dtype:
-    """Maps 'fp32'/'bf16'/'fp16' to a dtype; warns for fp16 on ViT-H (known to produce garbage masks)."""
+    """Maps 'auto' (resolved for ``device``, see scrap_perception.devices) / 'fp32' / 'bf16' / 'fp16' to a
+    dtype; warns for fp16 on ViT-H (known to produce garbage masks)."""
+    precision = resolve_precision_name(precision, device, "segmenter precision")
     dtype = dtype_of(precision)
     if precision == "fp16" and model_type.endswith("vit_h"):
         msg = (f"precision='fp16' with {model_type}: SAM ViT-H overflows in float16 and is known to produce "

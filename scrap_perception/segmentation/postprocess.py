@@ -28,6 +28,14 @@ WINDOW_BUDGET = 1 << 24
 DENSE_FRACTION = 0.25
 
 
+def any_along(x: torch.Tensor, dim: int) -> torch.Tensor:
+    """``x.any(dim)`` of a bool tensor, as the max of its bytes: torch's bool reduction runs ~50x slower on
+    the CPU (114 ms against 2 ms for 20 frame-sized masks)."""
+    if x.shape[dim] == 0:  # amax refuses an empty reduction; any() says False
+        return x.any(dim)
+    return x.view(torch.uint8).amax(dim).bool()
+
+
 def axis_matrix(low_res: int, image_size: int, input_len: int, original_len: int) -> torch.Tensor:
     """(original_len, low_res) weights of one axis of Sam.postprocess_masks: upsample to image_size,
     keep the first input_len samples, upsample to original_len. Built by running that chain with
@@ -137,7 +145,7 @@ class RoiUpsampler:
     def _axis_ranges(self, logits: torch.Tensor, threshold: float, dim: int, lo: torch.Tensor, hi: torch.Tensor):
         """Output range [o0, o1) and low-res range [l0, l1) along one axis (dim=2: rows, dim=1: columns)."""
         n_valid = int(hi.max()) + 1  # low-res samples beyond it lie in the padding and never contribute
-        active = (logits > threshold).any(dim)[:, :n_valid]  # (N, n_valid)
+        active = any_along(logits > threshold, dim)[:, :n_valid]  # (N, n_valid)
         idx = torch.arange(n_valid, device=logits.device)
         a0 = torch.where(active, idx, n_valid).amin(1)
         a1 = torch.where(active, idx, -1).amax(1)
@@ -180,7 +188,7 @@ def masks_from_windows(windows: Windows, threshold: float) -> tuple[torch.Tensor
     hh, ww = binary.shape[1:]
     if not bool(((windows.h == hh) & (windows.w == ww)).all()):
         binary &= windows.valid()
-    rows_any, cols_any = binary.any(2), binary.any(1)
+    rows_any, cols_any = any_along(binary, 2), any_along(binary, 1)
     top = rows_any.float().argmax(1)
     bottom = hh - 1 - rows_any.flip(1).float().argmax(1)
     left = cols_any.float().argmax(1)

@@ -44,7 +44,8 @@ class ModelSpec:
     official_file: the released checkpoint, for messages; meta_init: the builder works under
     ``torch.device("meta")`` and every tensor it leaves there is in the checkpoint, so a checkpoint's
     tensors can become the model's without random initialisation (see loading.py); auto_multimask: the
-    output ``multimask: auto`` takes for every prompt ('' : SAM's rule, see SamSegmenter)."""
+    output ``multimask: auto`` takes for every prompt ('' : SAM's rule, see SamSegmenter); channels_last:
+    the encoder's default memory format is NHWC (SegmenterConfig.channels_last)."""
 
     family: str
     variant: str
@@ -55,6 +56,7 @@ class ModelSpec:
     official_file: str = ""
     meta_init: bool = False
     auto_multimask: str = ""
+    channels_last: bool = False
 
     @property
     def name(self) -> str:
@@ -146,10 +148,11 @@ for _v in ("vit_b", "vit_l", "vit_h"):
                                   official_file=SAM_FILES[_v], meta_init=True))
     register_model_type(ModelSpec("sam_hq", _v, "segment_anything_hq", _assemble, VIT_ARCH[_v], hq=True,
                                   official_file=f"sam_hq_{_v}.pth", meta_init=True))
+# TinyViT's convolutions run faster on NHWC tensors on the CPU (README, Performance: measured).
 register_model_type(ModelSpec("mobile_sam", "vit_t", "mobile_sam", _assemble, TINY_VIT_ARCH,
-                              official_file="mobile_sam.pt"))
+                              official_file="mobile_sam.pt", channels_last=True))
 register_model_type(ModelSpec("sam_hq", "vit_tiny", "segment_anything_hq", _assemble, TINY_VIT_ARCH, hq=True,
-                              official_file="sam_hq_vit_tiny.pth"))
+                              official_file="sam_hq_vit_tiny.pth", channels_last=True))
 # EdgeSAM's IoU head was not distilled (its authors rank masks by stability score): 'auto' -> 'stability'.
 for _v in ("edge_sam", "edge_sam_3x"):
     register_model_type(ModelSpec("edge_sam", _v, "segment_anything", _edge_sam, official_file=f"{_v}.pth",

@@ -16,6 +16,7 @@ user of this segmenter.
 """
 from __future__ import annotations
 
+import copy
 import importlib
 import time
 from collections import OrderedDict, defaultdict
@@ -24,12 +25,13 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
+from ..lowprec import low_precision_copy
 from ..masks import InstanceMask
 from ..prompts import Prompt, box_point_prompt
 from .base import EncodedImage, Segmenter
 from .checks import check_image, check_prompts
 from .config import MULTIMASK_CHOICES
-from .devices import autocast, default_chunk_size, default_encoder_batch
+from .devices import autocast, default_chunk_size, default_encoder_batch, precision_of
 from .postprocess import RoiUpsampler, instance_masks
 from .registry import ModelSpec
 
@@ -49,12 +51,17 @@ def stability_score(logits: torch.Tensor, threshold: float = 0.0, offset: float 
 class SamSegmenter(Segmenter):
     """model: the package's ``Sam`` (on ``device``); dtype: float32, or bf16/fp16 run under autocast;
     chunk_size: prompts per decoder call (None: the device's default); encoder_batch: images per
-    image-encoder call (None: the device's default); hq_token_only: SAM-HQ only."""
+    image-encoder call (None: the device's default); hq_token_only: SAM-HQ only. Images are encoded by
+    ``image_encoder``: with cast_weights at bf16 / fp16 a copy of the model's with its matmul weights cast
+    once (lowprec.py: bitwise the autocast outputs, faster; ``model`` stays fp32); with channels_last (None:
+    the spec's default) its convolutions run on NHWC tensors (faster on CPUs for TinyViT; outputs within
+    rounding, tested). Either makes ``image_encoder`` a copy, taken here, of ``model.image_encoder``."""
 
     def __init__(self, model: torch.nn.Module, spec: ModelSpec, device: torch.device,
                  dtype: torch.dtype = torch.float32, chunk_size: Optional[int] = None,
                  hq_token_only: bool = False, multimask: str = "auto",
-                 encoder_batch: Optional[int] = None) -> None:
+                 encoder_batch: Optional[int] = None, cast_weights: bool = True,
+                 channels_last: Optional[bool] = None) -> None:
         super().__init__()
         if multimask not in MULTIMASK_CHOICES:
             raise ValueError(f"multimask must be one of {MULTIMASK_CHOICES}, not {multimask!r}")
@@ -64,6 +71,14 @@ class SamSegmenter(Segmenter):
         self.name = spec.name
         self.device = device
         self.dtype = dtype
+        self.precision = precision_of(dtype)
+        self.image_encoder = low_precision_copy(model.image_encoder, dtype) if cast_weights else model.image_encoder
+        channels_last = spec.channels_last if channels_last is None else channels_last
+        self.memory_format = torch.channels_last if channels_last else torch.contiguous_format
+        if channels_last:  # NHWC conv weights (values unchanged) on a copy: the model's tensors keep their layout
+            if self.image_encoder is model.image_encoder:
+                self.image_encoder = copy.deepcopy(model.image_encoder)
+            self.image_encoder.to(memory_format=torch.channels_last)
         self.chunk_size = int(chunk_size or default_chunk_size(device))
         if self.chunk_size < 1:
             raise ValueError(f"chunk_size must be >= 1, not {chunk_size}")
@@ -114,8 +129,9 @@ class SamSegmenter(Segmenter):
             batch[i, :, h:, :] = 0  # Sam.preprocess pads after normalising
             batch[i, :, :, w:] = 0
         with torch.inference_mode(), autocast(self.device, self.dtype):
-            out = self.model.image_encoder(batch)
+            out = self.image_encoder(batch.contiguous(memory_format=self.memory_format))
         feats, interm = (out[0], out[1][0]) if self.hq else (out, None)
+        feats = feats.contiguous()  # NCHW again: the decoder runs as without channels_last
         return [EncodedImage(orig, inp, feats[i:i + 1],
                              {} if interm is None else {"interm": interm[i:i + 1]})
                 for i, (orig, inp) in enumerate(sizes)]

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import sys
 import time
 from pathlib import Path
 from typing import Any, Optional
@@ -16,6 +17,50 @@ from typing import Any, Optional
 
 class ToolError(RuntimeError):
     """Bad input to a tool; the message says what and where."""
+
+
+def input_errors() -> tuple[type[Exception], ...]:
+    """The exceptions that mean bad input to any tool (a dataset, checkpoint, label set or prompt that
+    does not check out): ``fail`` prints them as one line."""
+    from ..checkpoints import CheckpointError
+    from ..data import DatasetError
+    from ..labels import LabelError
+    from ..prompts import PromptError
+
+    return (ToolError, CheckpointError, DatasetError, LabelError, PromptError)
+
+
+def fail(tool: str, error: Exception) -> int:
+    """Prints ``<tool>: error: <message>`` to stderr; returns the bad-input exit status 2."""
+    print(f"{tool}: error: {error}", file=sys.stderr)
+    return 2
+
+
+def interrupted(tool: str, out: Optional[Path]) -> int:
+    """What a resumable tool prints on Ctrl-C (the run folder keeps its last finished epoch); status 130."""
+    where = f" --out {out}" if out else ""
+    print(f"{tool}: interrupted; the run folder keeps the last finished epoch: continue with --resume{where}",
+          file=sys.stderr)
+    return 130
+
+
+def seed_models(seed: int) -> None:
+    """Seeds torch's generator (random-weight models are drawn from it) and OpenCV's; call right before
+    building each model so a model's weights depend on the seed alone."""
+    import cv2
+    import torch
+
+    torch.manual_seed(seed)
+    cv2.setRNGSeed(seed)
+
+
+def seed_call(*keys: int) -> None:
+    """Seeds OpenCV's generator (GrabCut's colour-model initialisation) from non-negative ``keys``, so a
+    decoder call gives the same masks whatever ran before it."""
+    import cv2
+    import numpy as np
+
+    cv2.setRNGSeed(int(np.random.default_rng(list(keys)).integers(2 ** 31 - 1)))
 
 
 def add_run_options(p: argparse.ArgumentParser, tool: str, resume: bool = False) -> None:

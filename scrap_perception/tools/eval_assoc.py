@@ -32,7 +32,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import sys
 import time
 from collections import Counter, defaultdict
 from dataclasses import dataclass, field, replace
@@ -46,8 +45,8 @@ from ..multiview.association import AssociationConfig
 from ..multiview.tracking import Tracker, TrackerConfig
 from ..multiview.views import Detection, DetectionRef
 from ..prompt_strategies import SHIFT_RANGES
-from . import ToolError, add_run_options, run_folder, save_config, write_table
-from .eval_seg import parse_range, seed_call
+from . import ToolError, add_run_options, fail, input_errors, run_folder, save_config, seed_call, write_table
+from .eval_seg import parse_range
 
 TOOL = "eval-assoc"
 CUES = ("geometry", "geometry+colour")
@@ -440,9 +439,8 @@ def run(args: argparse.Namespace) -> int:
     """0 on success; 2 on bad input (one-line message, no traceback)."""
     try:
         out, summary = evaluate(args)
-    except ToolError as e:
-        print(f"{TOOL}: error: {e}", file=sys.stderr)
-        return 2
+    except input_errors() as e:
+        return fail(TOOL, e)
     for r in summary["rows"]:
         print(f"{TOOL}: {r['Condition']:<22} {r['Cues']:<16} F1 {r['F1']:.3f}  recovered {r['Recovered']:.3f}  "
               f"3D median {r['3D median (m)']:.3f} m ({r['3D median (% extent)']:.2f} %)")

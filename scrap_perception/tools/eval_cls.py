@@ -22,7 +22,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import sys
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -31,7 +30,8 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from ..metrics import MACRO_MODES
-from . import ToolError, add_run_options, parse_mapping, run_folder, save_config, write_table
+from . import (ToolError, add_run_options, fail, input_errors, parse_mapping, run_folder, save_config, seed_models,
+               write_table)
 
 TOOL = "eval-cls"
 
@@ -165,7 +165,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", type=int, default=1000,
                    help="bootstrap resamples of the 95%% intervals (default 1000)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                   help="auto (default): bf16 where the device runs it natively, else fp32; fp16 needs CUDA")
     add_run_options(p, TOOL)
     p.set_defaults(func=run)
     return p
@@ -181,7 +182,6 @@ def build_classifiers(entries: dict[str, str], labels: Sequence, args: argparse.
     """One classifier per --checkpoint entry, each drawn after ``seed_models(--seed)`` (ToolError naming
     a bad one)."""
     from ..classification import build_classifier
-    from .eval_seg import seed_models
 
     out = []
     for label, path in entries.items():
@@ -222,14 +222,10 @@ def evaluate(args: argparse.Namespace) -> tuple[Path, dict]:
 
 def run(args: argparse.Namespace) -> int:
     """0 on success; 2 on bad input (one-line message, no traceback)."""
-    from ..checkpoints import CheckpointError
-    from ..data import DatasetError
-
     try:
         out, summary = evaluate(args)
-    except (ToolError, DatasetError, CheckpointError) as e:
-        print(f"{TOOL}: error: {e}", file=sys.stderr)
-        return 2
+    except input_errors() as e:
+        return fail(TOOL, e)
     for label, s in summary["checkpoints"].items():
         print(f"{TOOL}: {label}: accuracy {s['accuracy']:.4f}, macro F1 {s['macro_f1']:.4f} ({s['crops']} crops)")
     shown = [n for n in summary["outputs"] if n.endswith((".md", ".png"))]

@@ -48,7 +48,8 @@ from typing import Any, Optional, Sequence
 import numpy as np
 
 from ..prompt_strategies import PERTURB_MODES, SHIFT_RANGES, STRATEGIES
-from . import ToolError, add_run_options, parse_json_arg, parse_mapping, run_folder, save_config, write_table
+from . import (ToolError, add_run_options, fail, input_errors, parse_json_arg, parse_mapping, run_folder, save_config,
+               seed_call, seed_models, write_table)
 
 TOOL = "eval-seg"
 MATCHINGS = ("best", "top")
@@ -102,25 +103,6 @@ def parse_range(text: str) -> tuple[float, float]:
 
 def _range_name(r: tuple[float, float]) -> str:
     return f"{r[0]:g}-{r[1]:g}"
-
-
-# ------------------------------------------------------------------------------------------ seeding
-def seed_models(seed: int) -> None:
-    """Seeds torch's generator (random-weight models are drawn from it) and OpenCV's; call right before
-    building each model so a model's weights depend on the seed alone."""
-    import cv2
-    import torch
-
-    torch.manual_seed(seed)
-    cv2.setRNGSeed(seed)
-
-
-def seed_call(*keys: int) -> None:
-    """Seeds OpenCV's generator (GrabCut's colour-model initialisation) from non-negative ``keys``, so a
-    decoder call gives the same masks whatever ran before it."""
-    import cv2
-
-    cv2.setRNGSeed(int(np.random.default_rng(list(keys)).integers(2 ** 31 - 1)))
 
 
 # ------------------------------------------------------------------------------------------ scoring
@@ -464,7 +446,8 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--s1-pred-iou-thresh", type=float, default=0.88, help="S1 predicted-IoU filter (default 0.88)")
     p.add_argument("--s1-stability-thresh", type=float, default=0.95, help="S1 stability filter (default 0.95)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"))
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                   help="auto (default): bf16 where the device runs it natively, else fp32; fp16 needs CUDA")
     p.add_argument("--chunk-size", type=int, default=None, help="prompts per decoder call (default per device)")
     add_run_options(p, TOOL)
     p.set_defaults(func=run)
@@ -516,14 +499,10 @@ def evaluate(args: argparse.Namespace) -> tuple[Path, dict]:
 
 def run(args: argparse.Namespace) -> int:
     """0 on success; 2 on bad input (one-line message, no traceback)."""
-    from ..checkpoints import CheckpointError
-    from ..data import DatasetError
-
     try:
         out, summary = evaluate(args)
-    except (ToolError, DatasetError, CheckpointError) as e:
-        print(f"{TOOL}: error: {e}", file=sys.stderr)
-        return 2
+    except input_errors() as e:
+        return fail(TOOL, e)
     for note in summary["notes"]:
         print(f"{TOOL}: note: {note}", file=sys.stderr)
     shown = [n for n in summary["outputs"] if n.endswith((".md", ".png"))]

@@ -29,7 +29,6 @@ from __future__ import annotations
 import argparse
 import csv
 import json
-import sys
 from collections import Counter
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,7 +38,8 @@ import numpy as np
 
 from ..metrics import MACRO_MODES
 from ..pipeline import PROMPT_MODES
-from . import ToolError, add_run_options, parse_json_arg, run_folder, save_config, write_table
+from . import ToolError, add_run_options, fail, input_errors, run_folder, save_config, seed_call, write_table
+from .model_options import add_model_options, build_pipeline, check_models, parse_labels
 
 TOOL = "eval-system"
 
@@ -257,13 +257,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
                               description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--data", type=Path, required=True, help="COCO instance-segmentation json with ground truth")
     p.add_argument("--image-root", type=Path, default=None, help="folder of the images (default: the json's)")
-    p.add_argument("--model-type", default="vit_b", help="segmenter model type (vit_b, vit_t, hq:vit_b, grabcut, ...)")
-    p.add_argument("--checkpoint", default=None, help="segmenter checkpoint ('none': random weights)")
-    p.add_argument("--decoder-checkpoint", default=None, help="fine-tuned mask decoder")
-    p.add_argument("--arch", type=parse_json_arg, default=None, help="encoder size override (small test models)")
-    p.add_argument("--classifier", default="ViT-B-16", help="CN-CLIP model name, JSON config or 'none'")
-    p.add_argument("--clip-checkpoint", default=None, help="CN-CLIP checkpoint ('none': random weights)")
-    p.add_argument("--labels", nargs="+", default=None, metavar="ID:NAME:TEXT", help="label set (default: seven)")
+    add_model_options(p)
     p.add_argument("--prompt-mode", nargs="+", default=["box_point"], choices=PROMPT_MODES,
                    help="prompt modes to compare (default box_point, the node's default)")
     p.add_argument("--jitter", type=float, default=8.0, help="box corner noise, px (default 8)")
@@ -277,63 +271,15 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--macro", default="all", choices=MACRO_MODES, help="macro F1 over all classes or those present")
     p.add_argument("--bootstrap", type=int, default=1000, help="bootstrap resamples (default 1000)")
     p.add_argument("--max-images", type=int, default=None, help="evaluate the first N images only")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     add_run_options(p, TOOL)
     p.set_defaults(func=run)
     return p
-
-
-def parse_labels(specs: Optional[Sequence[str]]) -> tuple:
-    """--labels ('ID:NAME:TEXT' strings) or the seven shapes; ToolError when malformed."""
-    from ..labels import DEFAULT_LABELS, LabelError, labels_from_strings
-
-    try:
-        return labels_from_strings(specs) if specs else DEFAULT_LABELS
-    except LabelError as e:
-        raise ToolError(str(e)) from None
-
-
-def check_models(args: argparse.Namespace) -> None:
-    """ToolError when --model-type / --classifier lack their checkpoint option (before any work)."""
-    if args.model_type.strip().lower() != "grabcut" and args.checkpoint is None:
-        raise ToolError(f"--model-type {args.model_type} needs --checkpoint (a file, or 'none' for random weights)")
-    if args.classifier.strip().lower() not in ("", "none") and args.clip_checkpoint is None:
-        raise ToolError("--classifier needs --clip-checkpoint (a file, or 'none' for random weights); "
-                        "or --classifier none")
-
-
-def build_pipeline(args: argparse.Namespace, labels: Sequence, prompt_mode: str, max_detections: int):
-    """The Pipeline of the model options (--model-type, --checkpoint, --classifier, ...; models drawn after
-    ``seed_models(--seed)``) with the node's thresholds --min-mask-score / --min-area."""
-    from ..classification import build_classifier
-    from ..pipeline import Pipeline
-    from ..segmentation import build_segmenter
-    from .eval_seg import seed_models
-
-    def path(value: Optional[str]) -> Optional[str]:
-        return None if value is None or value.lower() == "none" else value
-
-    seed_models(args.seed)
-    try:
-        seg = build_segmenter(args.model_type, checkpoint=path(args.checkpoint), device=args.device,
-                              decoder_checkpoint=args.decoder_checkpoint, arch=args.arch)
-    except (ValueError, KeyError) as e:
-        raise ToolError(f"segmenter {args.model_type!r}: {e}") from None
-    seed_models(args.seed)
-    try:
-        cls = build_classifier(args.classifier, checkpoint=path(args.clip_checkpoint), labels=labels,
-                               device=args.device, min_score=0.0)
-    except (ValueError, KeyError) as e:
-        raise ToolError(f"classifier {args.classifier!r}: {e}") from None
-    return Pipeline(seg, cls, prompt_mode=prompt_mode, min_mask_score=args.min_mask_score,
-                    min_area=args.min_area, max_detections=max_detections)
 
 
 def evaluate(args: argparse.Namespace) -> tuple[Path, dict]:
     from tqdm import tqdm
 
     from ..data import CocoDataset
-    from .eval_seg import seed_call
 
     if args.jitter < 0 or not 0 <= args.miss_rate <= 1 or args.spurious_rate < 0 or not 0 < args.match_iou <= 1:
         raise ToolError("need --jitter >= 0, 0 <= --miss-rate <= 1, --spurious-rate >= 0, 0 < --match-iou <= 1")
@@ -364,14 +310,10 @@ def evaluate(args: argparse.Namespace) -> tuple[Path, dict]:
 
 def run(args: argparse.Namespace) -> int:
     """0 on success; 2 on bad input (one-line message, no traceback)."""
-    from ..checkpoints import CheckpointError
-    from ..data import DatasetError
-
     try:
         out, summary = evaluate(args)
-    except (ToolError, DatasetError, CheckpointError) as e:
-        print(f"{TOOL}: error: {e}", file=sys.stderr)
-        return 2
+    except input_errors() as e:
+        return fail(TOOL, e)
     for mode, s in summary["modes"].items():
         print(f"{TOOL}: {mode}: instance DICE {s['Instance DICE']:.4f}, recall {s['Recall']:.3f}, "
               f"precision {s['Precision']:.3f}, class accuracy (matched) {s['Class accuracy (matched)']:.4f}")

@@ -31,7 +31,7 @@ from typing import Any, Iterator, Optional
 
 import numpy as np
 
-from . import ToolError, parse_mapping, run_folder
+from . import ToolError, fail, input_errors, parse_mapping, run_folder
 
 TOOL = "export"
 ARRAY_TYPE = "scrap_perception/msg/ScrapInstanceArray"
@@ -219,16 +219,15 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def run(args: argparse.Namespace) -> int:
     """0 on success; 2 on bad input (one-line message, no traceback)."""
-    from ..labels import DEFAULT_LABELS, LabelError, labels_from_strings
+    from ..labels import DEFAULT_LABELS, labels_from_strings
 
     try:
         labels = labels_from_strings(args.labels) if args.labels else DEFAULT_LABELS
         pairs = pair_topics(read_channels(args.mcap), args.arrays, parse_mapping(args.image_topic, "--image-topic"))
         out = run_folder(args.out, TOOL)
         summary = export(args.mcap, out, pairs, labels, args.segmentation)
-    except (ToolError, LabelError) as e:
-        print(f"{TOOL}: error: {e}", file=sys.stderr)
-        return 2
+    except input_errors() as e:
+        return fail(TOOL, e)
     for what, n in sorted(summary["counts"].items()):
         if what != "frames":
             print(f"{TOOL}: note: {n} {what}", file=sys.stderr)

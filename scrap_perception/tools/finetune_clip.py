@@ -26,11 +26,10 @@ from typing import Optional, Sequence
 import numpy as np
 import torch
 
-from ..checkpoints import CheckpointError
-from ..data import CocoDataset, DatasetError, classification_set, split_coco
-from ..labels import DEFAULT_LABELS, Label, LabelError, labels_from_config
+from ..data import CocoDataset, classification_set, split_coco
+from ..labels import DEFAULT_LABELS, Label, labels_from_config
 from ..losses import class_logits, clip_class_loss
-from . import ToolError
+from . import ToolError, fail, input_errors, interrupted
 from . import finetune_common as common
 
 TOOL = "finetune-clip"
@@ -341,13 +340,9 @@ def run(args: argparse.Namespace) -> int:
             if getattr(args, name) < 1:
                 raise ToolError(f"--{name.replace('_', '-')} must be at least 1")
         out = fit(args)
-    except (ToolError, CheckpointError, DatasetError, LabelError) as e:
-        print(f"{TOOL}: error: {e}", file=sys.stderr)
-        return 2
+    except input_errors() as e:
+        return fail(TOOL, e)
     except KeyboardInterrupt:
-        where = f" --out {args.out}" if args.out else ""
-        print(f"{TOOL}: interrupted; the run folder keeps the last finished epoch: continue with --resume{where}",
-              file=sys.stderr)
-        return 130
+        return interrupted(TOOL, args.out)
     print(f"{TOOL}: done: {out / 'clip_best.pt'}, curves {out / 'curves.png'}")
     return 0

@@ -25,15 +25,14 @@ from typing import TYPE_CHECKING, Any, Sequence
 import numpy as np
 import torch
 
-from ..checkpoints import CheckpointError
-from ..data import CocoDataset, DatasetError, split_coco
+from ..data import CocoDataset, split_coco
 from ..losses import mask_loss
 from ..masks import InstanceMask, from_full
 from ..metrics import dice
 from ..prompt_strategies import negative_points, strategy_prompt, tight_box
-from ..prompts import Prompt, PromptError
+from ..prompts import Prompt
 from ..segmentation.base import EncodedImage
-from . import ToolError
+from . import ToolError, fail, input_errors, interrupted
 from . import finetune_common as common
 from . import parse_json_arg
 
@@ -378,13 +377,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         _check(args)
         out = fit(args)
-    except (ToolError, CheckpointError, DatasetError, PromptError) as e:
-        print(f"{TOOL}: error: {e}", file=sys.stderr)
-        return 2
+    except input_errors() as e:
+        return fail(TOOL, e)
     except KeyboardInterrupt:
-        where = f" --out {args.out}" if args.out else ""
-        print(f"{TOOL}: interrupted; the run folder keeps the last finished epoch: continue with --resume{where}",
-              file=sys.stderr)
-        return 130
+        return interrupted(TOOL, args.out)
     print(f"{TOOL}: done: {out / 'decoder_best.pt'}, curves {out / 'curves.png'}")
     return 0

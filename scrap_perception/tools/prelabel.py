@@ -23,13 +23,13 @@ import argparse
 import json
 import math
 import os
-import sys
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional, Sequence
 
 from ..pipeline import PROMPT_MODES
-from . import ToolError, add_run_options, parse_json_arg, run_folder
+from . import ToolError, add_run_options, fail, input_errors, run_folder, seed_call
+from .model_options import add_model_options, build_pipeline, check_models, parse_labels
 
 TOOL = "prelabel"
 IMAGE_EXTENSIONS = (".png", ".jpg", ".jpeg", ".bmp", ".tif", ".tiff")
@@ -179,13 +179,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     src = p.add_mutually_exclusive_group()
     src.add_argument("--boxes", type=Path, default=None, help="COCO json of detector boxes")
     src.add_argument("--yolo", type=Path, default=None, help="folder of YOLO txt files (one per image)")
-    p.add_argument("--model-type", default="vit_b", help="segmenter model type (vit_b, vit_t, hq:vit_b, grabcut, ...)")
-    p.add_argument("--checkpoint", default=None, help="segmenter checkpoint ('none': random weights)")
-    p.add_argument("--decoder-checkpoint", default=None, help="fine-tuned mask decoder")
-    p.add_argument("--arch", type=parse_json_arg, default=None, help="encoder size override (small test models)")
-    p.add_argument("--classifier", default="ViT-B-16", help="CN-CLIP model name, JSON config or 'none'")
-    p.add_argument("--clip-checkpoint", default=None, help="CN-CLIP checkpoint ('none': random weights)")
-    p.add_argument("--labels", nargs="+", default=None, metavar="ID:NAME:TEXT", help="label set (default: seven)")
+    add_model_options(p)
     p.add_argument("--prompt-mode", default="box_point_refined", choices=PROMPT_MODES,
                    help="how boxes prompt the segmenter (default box_point_refined)")
     p.add_argument("--min-mask-score", type=float, default=0.0, help="masks under this predicted IoU are left out")
@@ -195,7 +189,6 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--s1-stability-thresh", type=float, default=0.95, help="everything mode stability filter (0.95)")
     p.add_argument("--segmentation", default="rle", choices=("rle", "polygon"),
                    help="mask format: rle (exact; CVAT) or polygon (outer contours; Label Studio)")
-    p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
     add_run_options(p, TOOL)
     p.set_defaults(func=run)
     return p
@@ -203,7 +196,6 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 def prepare(args: argparse.Namespace) -> tuple[list[str], dict, Optional[dict], Any, tuple]:
     """Everything checked before any work: (images, sizes, boxes per image or None, pipeline, labels)."""
-    from .eval_system import build_pipeline, check_models, parse_labels
 
     labels = parse_labels(args.labels)
     if args.s1_points_per_side < 1 or args.min_area < 0:
@@ -227,15 +219,12 @@ def run(args: argparse.Namespace) -> int:
     import cv2
     from tqdm import tqdm
 
-    from ..checkpoints import CheckpointError
     from ..data import CocoWriter
-    from .eval_seg import seed_call
 
     try:
         names, sizes, boxes, pipe, labels = prepare(args)
-    except (ToolError, CheckpointError) as e:
-        print(f"{TOOL}: error: {e}", file=sys.stderr)
-        return 2
+    except input_errors() as e:
+        return fail(TOOL, e)
     classified = args.classifier.strip().lower() not in ("", "none")
     knobs = {"points_per_side": args.s1_points_per_side, "pred_iou_thresh": args.s1_pred_iou_thresh,
              "stability_score_thresh": args.s1_stability_thresh}

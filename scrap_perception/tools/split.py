@@ -6,10 +6,9 @@ from __future__ import annotations
 
 import argparse
 import json
-import sys
 from pathlib import Path
 
-from . import add_run_options, run_folder
+from . import add_run_options, fail, input_errors, run_folder
 
 TOOL = "split"
 
@@ -27,7 +26,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
 
 
 def run(args: argparse.Namespace) -> int:
-    from ..data import CocoDataset, DatasetError, split_coco
+    from ..data import CocoDataset, split_coco
 
     try:
         if not 0.0 < args.val_fraction < 1.0:
@@ -35,9 +34,8 @@ def run(args: argparse.Namespace) -> int:
         CocoDataset(args.data, args.image_root).validate(progress=True)
         out = run_folder(args.out, TOOL)
         train, val = split_coco(args.data, out, args.val_fraction, args.seed, args.image_root)
-    except (DatasetError, ValueError) as e:
-        print(f"{TOOL}: error: {e}", file=sys.stderr)
-        return 2
+    except (*input_errors(), ValueError) as e:
+        return fail(TOOL, e)
     counts = [len(json.loads(p.read_text(encoding="utf-8"))["images"]) for p in (train, val)]
     print(f"{TOOL}: {counts[0]} training images -> {train}, {counts[1]} validation images -> {val}")
     return 0

@@ -3,7 +3,8 @@
 For N boxes per frame and C cameras (synthetic 1280x720 scrap scenes, see frames.py), each the
 median of repeats after warm-up:
 - floor: the bare model forwards (floor.py): image encoder at the best encoder batch, mask decoder
-  at the best chunk size, CN-CLIP encode_image of the crops the pipeline classifies;
+  at the best chunk size, CN-CLIP encode_image of the crops the pipeline classifies; with each model's
+  FLOPs and the fraction of the device's measured GEMM peak it reaches (flops.py);
 - core: ``Pipeline.process_frames`` in this process (= ``Pipeline.process`` for one camera);
 - naive: the same models driven as a user would from the paper (naive.py);
 - ros: end to end through DDS (ros_session.py): a publisher process -> the perception node -> back;
@@ -11,7 +12,12 @@ median of repeats after warm-up:
   with ``--sets-boxes`` boxes each, the same frame set (one stamp) to a node with ``sync.policy:
   independent`` and to one with ``sets``, interleaved set by set, ``--sets-repeats`` sets each: frame
   sets per second, latency to the set's last result (median, p95), and the sets node's ScrapViewSets and
-  counters checked against the frames sent.
+  counters checked against the frames sent;
+- precision: last, the same frames (N=20, or the largest N) through the same models at fp32 and bf16
+  (precision.py): mask IoU, class agreement, embedding cosine and the speed-up;
+- capacity: after the model nodes stopped, the perception node without models (capacity.py): arrays per
+  second answered for ``--capacity-cameras`` cameras at ``--capacity-rate`` Hz, then closed loop, with
+  the node's accounting of every frame sent.
 It reports core/floor, ros/floor, naive/core, frames per second, peak memory, the ROS conversion costs
 and the share of every non-model stage of the frame, and writes ``bench.json``, ``bench.md`` and
 ``bench.png`` to ``out/bench/<timestamp>/``. The modes run interleaved, call by call (core, floor,
@@ -49,6 +55,8 @@ from ...segmentation.config import SMALL_VIT_ARCH
 from .. import ToolError, run_folder
 from .frames import make_frames
 from .modes import GOAL_CONFIG, MODES, Bench, Models
+from .precision import FRAMES as PRECISION_FRAMES
+from .precision import compare_precisions
 from .report import json_default, machine, markdown, plot, summarise
 from .stages import post_model_stages
 from .timing import Clock, PeakMemory
@@ -97,11 +105,13 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from .. import parse_json_arg
 
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (CUDA is synchronised around timers)")
-    p.add_argument("--precision", default="fp32", choices=("fp32", "bf16", "fp16"), help="fp16 needs CUDA")
+    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+                   help="auto (default): bf16 where the device runs it natively, else fp32 (the report names what "
+                        "each model ran at); fp16 needs CUDA")
     p.add_argument("--boxes", type=_ints, default=[1, 5, 20, 50], help="boxes per frame (default 1,5,20,50)")
     p.add_argument("--cameras", type=_ints, default=[1, 4], help="camera counts (default 1,4)")
     p.add_argument("--modes", type=_modes, default=list(MODES),
-                   help="what to measure (default floor,core,naive,ros,sets; core always runs)")
+                   help="what to measure (default floor,core,naive,ros,sets,precision; core always runs)")
     p.add_argument("--naive-cameras", type=_ints, default=[1],
                    help="camera counts the naive baseline runs for (default 1: naive/core is a per-frame ratio)")
     p.add_argument("--repeats", type=int, default=5, help="timed calls per measurement, at most (default 5)")
@@ -125,6 +135,14 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
                    help="boxes per camera in the camera-set comparison (default 5; 3 with --quick)")
     p.add_argument("--sets-repeats", type=_positive, default=None,
                    help="frame sets per node in the camera-set comparison, after warm-up (default 10; 5 with --quick)")
+    p.add_argument("--capacity-cameras", type=_positive, default=4, help="cameras of the capacity mode (default 4)")
+    p.add_argument("--capacity-rate", type=float, default=30.0, help="frames per second per camera (default 30)")
+    p.add_argument("--capacity-seconds", type=float, default=None,
+                   help="seconds per capacity phase (default 5; 1.5 with --quick)")
+    p.add_argument("--capacity-boxes", type=_positive, default=20,
+                   help="detections and precomputed instances per frame (default 20)")
+    p.add_argument("--capacity-image-size", type=_hw, default=None,
+                   help="capacity frames WIDTHxHEIGHT (default 1280x720; 320x240 with --quick)")
     p.add_argument("--quick", action="store_true",
                    help="tiny models and frames, N=1,3, cameras 1,2, one repeat (camera sets: 4 cameras, N=3, "
                         "5 sets): a smoke run for tests and CI")
@@ -146,6 +164,8 @@ def _apply_quick(args: argparse.Namespace) -> None:
     """--quick's settings; the camera-set comparison's defaults (smaller with --quick) where not given."""
     args.sets_boxes = args.sets_boxes or (3 if args.quick else 5)
     args.sets_repeats = args.sets_repeats or (5 if args.quick else 10)
+    args.capacity_seconds = args.capacity_seconds or (1.5 if args.quick else 5.0)
+    args.capacity_image_size = args.capacity_image_size or ((240, 320) if args.quick else (720, 1280))
     if not args.quick:
         return
     args.segmenter, args.arch = "vit_b", args.arch or SMALL_VIT_ARCH
@@ -214,7 +234,8 @@ def bench(args: argparse.Namespace) -> Path:
     started, load_start = time.strftime("%Y-%m-%d %H:%M:%S"), os.getloadavg()
     clock, memory = Clock(device), PeakMemory(device)
     models = Models(args, device, clock, out)
-    print(f"bench: {models.segmenter.name} + {models.classifier.name} on {device} ({args.precision}), "
+    print(f"bench: {models.segmenter.name} ({models.segmenter.precision}) + {models.classifier.name} "
+          f"({models.classifier.precision}) on {device}, "
           f"{max(args.cameras)} frame(s) of {args.image_size[1]}x{args.image_size[0]}", file=sys.stderr)
     cameras, boxes = max(args.cameras), max(args.boxes)
     if "sets" in args.modes:
@@ -222,17 +243,28 @@ def bench(args: argparse.Namespace) -> Path:
     frames = make_frames(cameras, boxes, args.image_size, args.seed)
     rss_models = memory.read()
     b = Bench(args, models, frames, clock, memory)
-    print("bench: " + ", ".join(m for m in MODES if m == "core" or (m in args.modes and m != "sets")) + " (interleaved)"
+    later = ("sets", "precision", "capacity")  # not interleaved: each runs after the configurations
+    print("bench: " + ", ".join(m for m in MODES if m == "core" or (m in args.modes and m not in later))
+          + " (interleaved)"
           + ("; then camera sets" if "sets" in args.modes else ""), file=sys.stderr)
     b.run(args.modes, out)
     if b.ros_skipped:
         print(f"bench: ROS part skipped: {b.ros_skipped}", file=sys.stderr)
     stages = _stages(b, args)
+    precision = None
+    if "precision" in args.modes:
+        n = GOAL_CONFIG[0] if GOAL_CONFIG[0] in args.boxes else max(args.boxes)
+        # frames of the same seed: the first ones are the bench's own
+        pframes = frames if len(frames) >= PRECISION_FRAMES else make_frames(PRECISION_FRAMES, n, args.image_size,
+                                                                             args.seed)
+        print(f"bench: fp32 against bf16 at N={n} on {len(pframes)} frames", file=sys.stderr)
+        precision = compare_precisions(models.pipeline, pframes, n, clock, warmup=args.warmup)
     settings = {k: v for k, v in vars(args).items() if not callable(v) and k != "out"}
     settings.update(device=str(device), image_hw=list(args.image_size), segmenter_name=models.segmenter.name,
                     classifier_name=models.classifier.name, segmenter_chunk_size=models.segmenter.chunk_size,
                     segmenter_encoder_batch=models.segmenter.encoder_batch,
                     classifier_batch_size=models.classifier.batch_size,
+                    segmenter_precision=models.segmenter.precision, classifier_precision=models.classifier.precision,
                     weights="random (seeded); IoU head bias +1 so every box is classified")
     report = {
         "started": started, "machine": machine(),
@@ -242,6 +274,8 @@ def bench(args: argparse.Namespace) -> Path:
         "post_model_stages": stages,
         "memory": {"after_model_load": rss_models, **b.memory_by_mode},
         "ros_conversions": b.ros_conversions, "camera_sets": b.camera_sets, "ros_skipped": b.ros_skipped,
+        "precision": precision, "capacity": b.capacity,
+        "model_flops": b.model_flops,
     }
     write_report(report, out)
     return out

@@ -50,11 +50,18 @@ def best_chunk(segmenter: Any, features: torch.Tensor, image_hw: tuple[int, int]
 
 class Floor:
     """Model-only callables on the pipeline's modules. sam: the segmenter's ``Sam``; clip: the
-    classifier's cn_clip ``CLIP``; batch_size: crops per CN-CLIP call."""
+    classifier's cn_clip ``CLIP``; batch_size: crops per CN-CLIP call; encoder / visual: the image
+    encoders the engines run (their ``image_encoder`` / ``visual``, low-precision copies at bf16 / fp16;
+    default: sam's and clip's own); memory_format: of the encoder's input (SamSegmenter.memory_format)."""
 
     def __init__(self, sam: torch.nn.Module, clip: torch.nn.Module, device: torch.device, dtype: torch.dtype,
-                 clip_dtype: torch.dtype, batch_size: int, clock: Clock, seed: int = 0) -> None:
+                 clip_dtype: torch.dtype, batch_size: int, clock: Clock, seed: int = 0,
+                 encoder: Optional[torch.nn.Module] = None, visual: Optional[torch.nn.Module] = None,
+                 memory_format: torch.memory_format = torch.contiguous_format) -> None:
         self.sam, self.clip = sam, clip
+        self.image_encoder = sam.image_encoder if encoder is None else encoder
+        self.visual = clip.visual if visual is None else visual
+        self.memory_format = memory_format
         self.device, self.dtype, self.clip_dtype = device, dtype, clip_dtype
         self.batch_size = int(batch_size)
         self.clock = clock
@@ -71,13 +78,14 @@ class Floor:
     def encoder(self, images: int, batch: Optional[int] = None) -> Callable[[], torch.Tensor]:
         """Encodes ``images`` images ``batch`` per call (default all in one); returns the last call's features."""
         x = self._randn(images, 3, self.image_size, self.image_size)
+        x = x.contiguous(memory_format=self.memory_format)  # as SamSegmenter feeds it
         batch = batch or images
 
         def run() -> torch.Tensor:
             with torch.inference_mode(), autocast(self.device, self.dtype):
                 for s in range(0, images, batch):
-                    out = self.sam.image_encoder(x[s:s + batch])
-            return out[0] if isinstance(out, (tuple, list)) else out
+                    out = self.image_encoder(x[s:s + batch])
+            return (out[0] if isinstance(out, (tuple, list)) else out).contiguous()  # as SamSegmenter's features
 
         return run
 
@@ -125,7 +133,7 @@ class Floor:
             n = count()
             with torch.inference_mode(), autocast(self.device, self.clip_dtype):
                 for s in range(0, n, self.batch_size):
-                    self.clip.encode_image(x[s:min(s + self.batch_size, n)])
+                    self.visual(x[s:min(s + self.batch_size, n)])  # = clip.encode_image under autocast
 
         return run
 

@@ -24,12 +24,13 @@ import torch
 from tqdm import tqdm
 
 from .. import ToolError
-from . import ros_session, sets_mode
+from . import capacity, ros_session, sets_mode
+from .flops import frame_flops, peak_flops, peak_fractions, unit_flops
 from .floor import Floor, best_chunk
 from .frames import Frame, save_frames
 from .timing import Clock, ModelTime, PeakMemory, Samples, measure_interleaved
 
-MODES = ("floor", "core", "naive", "ros", "sets")
+MODES = ("floor", "core", "naive", "ros", "sets", "precision", "capacity")
 GOAL_CONFIG = (20, 1)  # (boxes, cameras) the goals are stated for: measured at least 3 times
 
 
@@ -37,11 +38,11 @@ def model_time(segmenter: Any, classifier: Any, clock: Clock) -> ModelTime:
     """Timers on every model forward a SAM segmenter and a CN-CLIP classifier make (until restored)."""
     mt = ModelTime(clock)
     sam, clip = segmenter.model, classifier.model
-    mt.wrap(sam.image_encoder, "forward", "sam_image_encoder")
+    mt.wrap(segmenter.image_encoder, "forward", "sam_image_encoder")  # the encoder it runs (see SamSegmenter)
     mt.wrap(sam.prompt_encoder, "forward", "sam_prompt_encoder")
     mt.wrap(sam.mask_decoder, "forward", "sam_mask_decoder")
     mt.wrap(sam.mask_decoder, "predict_masks", "sam_mask_decoder")
-    mt.wrap(clip.visual, "forward", "clip_image")
+    mt.wrap(classifier.visual, "forward", "clip_image")  # the encoder it runs (a low-precision copy at bf16)
     mt.wrap(clip.bert, "forward", "clip_text")
     return mt
 
@@ -80,7 +81,8 @@ class Models:
             sam.mask_decoder.iou_prediction_head.layers[-1].bias += 1.0
         self.pipeline = Pipeline(self.segmenter, self.classifier)
         self.floor = Floor(sam, clip, device, self.segmenter.dtype, self.classifier.dtype,
-                           self.classifier.batch_size, clock, args.seed)
+                           self.classifier.batch_size, clock, args.seed, encoder=self.segmenter.image_encoder,
+                           visual=self.classifier.visual, memory_format=self.segmenter.memory_format)
         self.naive = NaivePipeline(sam, self.segmenter.spec.package, clip, self.classifier.labels,
                                    self.classifier.crop_margin, self.classifier.background, device,
                                    self.segmenter.dtype, self.pipeline.min_mask_score, self.pipeline.min_area)
@@ -113,6 +115,8 @@ class Bench:
         self.ros_conversions: Optional[dict[str, Any]] = None
         self.ros_skipped: Optional[str] = None
         self.camera_sets: Optional[dict[str, Any]] = None
+        self.capacity: Optional[dict[str, Any]] = None  # the capacity mode's results (capacity.py)
+        self.model_flops: Optional[dict[str, Any]] = None  # with the floor: FLOPs per unit, the GEMM peak
 
     def _warmup(self, n: int, c: int) -> int:
         """Warm-up calls: before each mode's first configuration of each camera count only."""
@@ -130,6 +134,8 @@ class Bench:
         leaves the other modes' results standing (``ros_skipped`` says why)."""
         with contextlib.ExitStack() as stack:
             ros = self._ros_session(stack, out, "sets" in modes) if {"ros", "sets"} & set(modes) else None
+            if "floor" in modes:
+                self.model_flops = self._model_flops()
             mt = stack.enter_context(self.m.model_time())
             for n, c in tqdm(self.configs, desc="bench configurations", unit="config", file=sys.stderr):
                 res = self.results[(n, c)]
@@ -151,6 +157,11 @@ class Bench:
                     self.ros_skipped = f"failed in the camera-set comparison: {e}"
             if ros is not None and not self.ros_skipped:
                 self._finish_ros(ros, "ros" in modes)
+        if "capacity" in modes:  # after the model nodes stopped: the machine is the model-free node's alone
+            print("bench: capacity of the perception node without models", file=sys.stderr)
+            self.capacity = capacity.run(self.args, out)
+            if self.ros_conversions is None and "conversions" in self.capacity:
+                self.ros_conversions = self.capacity["conversions"]
 
     def _finish_ros(self, ros: Any, round_trip: bool) -> None:
         """The model-free round trip (with the ros mode), the conversion costs, each node's peak memory
@@ -188,10 +199,20 @@ class Bench:
             res["floor"]["parts_median_s"] = {k: float(np.median([e[k] for e in samples["floor"].extras]))
                                               for k in samples["floor"].extras[0]}
             res["floor"].update(chunk_size=self.chunks[n]["best"], encoder_batch=self.encoder_batches[c]["best"])
+            flops = frame_flops(self.model_flops["unit"], c, n * c, res["instances"])
+            res["floor"].update(flops=flops, peak_fraction=peak_fractions(
+                flops, res["floor"]["parts_median_s"], self.model_flops["peak"]["flop_per_s"]))
         if "naive" in samples:
             res["naive_vs_core"] = compare(res["_core_results"], res.pop("_naive_results"),
                                            [f.rgb.shape[:2] for f in self.frames[:c]])
         del res["_core_results"], res["_core_last_s"]
+
+    def _model_flops(self) -> dict[str, Any]:
+        """FLOPs of one image, prompt and crop through the floor's models, and the device's GEMM peak at
+        the models' precision (flops.py); measured before the configurations, outside the model timers."""
+        print("bench: model FLOPs and the device's GEMM peak", file=sys.stderr)
+        unit = unit_flops(self.m.floor, self.frames[0].rgb.shape[:2])
+        return {"unit": unit, "peak": peak_flops(self.m.floor.device, self.m.floor.dtype, self.clock)}
 
     def _core(self, n: int, c: int, res: dict, mt: ModelTime) -> Callable[[], dict]:
         items = self._inputs(n, c)
@@ -341,12 +362,12 @@ def node_params(args: argparse.Namespace, m: Models, sam_ckpt: Path, clip_ckpt: 
     return {
         "segmenter.model_type": args.segmenter, "segmenter.checkpoint": str(sam_ckpt),
         "segmenter.arch": json.dumps(args.arch) if args.arch else "",
-        "segmenter.device": str(m.segmenter.device), "segmenter.precision": args.precision,
+        "segmenter.device": str(m.segmenter.device), "segmenter.precision": m.segmenter.precision,
         "segmenter.chunk_size": int(m.segmenter.chunk_size), "segmenter.prompt_mode": m.pipeline.prompt_mode,
         "segmenter.encoder_batch": int(m.segmenter.encoder_batch),
         "classifier.model": m.classifier_name,
         "classifier.checkpoint": str(clip_ckpt), "classifier.device": str(cls.device),
-        "classifier.precision": args.precision, "classifier.batch_size": cls.batch_size,
+        "classifier.precision": cls.precision, "classifier.batch_size": cls.batch_size,
         "classifier.crop_margin": float(cls.crop_margin), "classifier.background": background,
         "min_mask_score": m.pipeline.min_mask_score, "min_area": m.pipeline.min_area,
         "publish_overlay": True, "pairing.max_age": 600.0, "log_throttle": 60.0,

@@ -12,7 +12,7 @@ from typing import Any, Mapping, Optional
 import numpy as np
 import torch
 
-from . import sets_mode
+from . import capacity, precision, sets_mode
 from .modes import GOAL_CONFIG
 
 PLOT_ORDER = ("floor", "core", "ros", "naive")
@@ -61,7 +61,8 @@ def ros_shares(r: Mapping[str, Any], conv: Mapping[str, Any]) -> dict[str, float
     out = {"ros: image receive (deserialise + to RGB)": receive / ros}
     rest = ros - r["core"]["median_s"] - receive
     if n == 20 and "array_build_s" in conv:
-        array = c * (conv["array_build_s"] + conv["array_publish_s"])
+        kind = "node_array" if "node_array_build_s" in conv else "array"  # the node's own output where measured
+        array = c * (conv[f"{kind}_build_s"] + conv[f"{kind}_publish_s"])
         out["ros: build + publish the array"] = array / ros
         rest -= array
     if "round_trip_s" in conv:
@@ -103,7 +104,8 @@ def markdown(report: Mapping[str, Any]) -> str:
              f"({m['torch_threads']} threads), device {s['device']}, precision {s['precision']}, "
              f"load average {report['load_average']['start']} -> {report['load_average']['end']}; commit "
              f"{m['commit'] or '?'}.",
-             f"Models: {s['segmenter_name']} + {s['classifier_name']} (random weights), frames "
+             f"Models: {s['segmenter_name']} ({s.get('segmenter_precision', s['precision'])}) + "
+             f"{s['classifier_name']} ({s.get('classifier_precision', s['precision'])}) (random weights), frames "
              f"{s['image_hw'][1]}x{s['image_hw'][0]}; seconds per frame set (all cameras), median of "
              f"repeats; K = masks classified.", "",
              "core/model = core time over the model time inside the same calls (no run-to-run noise).", "",
@@ -145,12 +147,24 @@ def markdown(report: Mapping[str, Any]) -> str:
                   f"{ms['image_deserialize_s']} ms to deserialise + {ms['image_to_rgb_s']} ms to RGB (a view, no "
                   f"copy: {conv['image_to_rgb_is_view']}); a {conv['array_instances']}-instance array "
                   f"({conv['array_bytes'] / 1e6:.1f} MB, {conv['array_source']}) {ms['array_build_s']} ms to build "
-                  f"+ {ms['array_publish_s']} ms to publish; "
+                  f"+ {ms['array_publish_s']} ms to publish"
+                  + (f" (the node's own 20-instance output, {conv['node_array_bytes'] / 1e6:.1f} MB: "
+                     f"{_f(1000 * conv['node_array_build_s'], 2)} + {_f(1000 * conv['node_array_publish_s'], 2)} ms)"
+                     if "node_array_build_s" in conv else "") + "; "
                   + (f"a frame through a node without models and back {_f(1000 * conv['round_trip_s'], 2)} ms "
                      "(median, empty detections)." if "round_trip_s" in conv else
-                     f"round trip not measured: {conv.get('round_trip_error', '?')}.")]
+                     f"round trip not measured: {conv['round_trip_error']}." if "round_trip_error" in conv else
+                     f"20 detections {_f(1000 * conv.get('detections_receive_s', math.nan), 2)} ms to receive.")]
+        if "image_receive_s" in conv:
+            lines.append(capacity.conversion_goals_line(conv))
+    if report.get("model_flops"):
+        lines += flops_markdown(report)
     if report.get("camera_sets"):
         lines += sets_mode.markdown(report["camera_sets"])
+    if report.get("precision"):
+        lines += precision.markdown(report["precision"])
+    if report.get("capacity"):
+        lines += capacity.markdown(report["capacity"])
     st = report.get("post_model_stages")
     if st:
         lines += ["", f"Post-model stages alone at N={st['masks']} (ms; % of the 1-camera core frame):", "",
@@ -169,6 +183,32 @@ def markdown(report: Mapping[str, Any]) -> str:
     if report.get("ros_skipped"):
         lines += [f"ROS part skipped: {report['ros_skipped']}."]
     return "\n".join(lines) + "\n"
+
+
+def flops_markdown(report: Mapping[str, Any]) -> list[str]:
+    """The floor's FLOPs per frame set, its time per part and the fraction of the GEMM peak reached."""
+    mf, s = report["model_flops"], report["settings"]
+    peak, unit = mf["peak"], mf["unit"]
+    lines = ["", f"Model FLOPs (torch.utils.flop_counter) against the device's GEMM peak: {peak['size']}^2 "
+             f"{peak['dtype']} matmul, {peak['threads']} thread(s) on {peak['device']}: "
+             f"{peak['flop_per_s'] / 1e9:.1f} GFLOP/s. Per unit: image encoder {unit['encoder'] / 1e9:.2f} GFLOP "
+             f"per image, mask decoder {unit['decoder'] / 1e9:.3f} per prompt, CN-CLIP image encoder "
+             f"{unit['clip_image'] / 1e9:.2f} per crop (precision {s['precision']}).", "",
+             "| cameras | N | K | encoder GFLOP | s | % peak | decoder GFLOP | s | % peak | CLIP GFLOP | s | % peak "
+             "| total GFLOP | floor s | % peak | limit s (at peak) |", "|" + "---|" * 16]
+    for r in report["results"]:
+        f = r.get("floor", {})
+        if "flops" not in f:
+            continue
+        fl, sec, frac = f["flops"], f["parts_median_s"], f["peak_fraction"]
+        cells = [str(r["cameras"]), str(r["boxes"]), str(r.get("instances", "—"))]
+        for k in ("encoder", "decoder", "clip_image"):
+            cells += [_f(fl[k] / 1e9, 1), _f(sec.get(k)), _f(100 * frac.get(k, math.nan), 1)]
+        total = sum(fl.values())
+        cells += [_f(total / 1e9, 1), _f(sum(sec.values())), _f(100 * frac.get("total", math.nan), 1),
+                  _f(total / peak["flop_per_s"])]
+        lines.append("| " + " | ".join(cells) + " |")
+    return lines
 
 
 def plot(report: Mapping[str, Any], path: Path) -> None:
