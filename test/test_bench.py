@@ -372,6 +372,7 @@ def test_quick_bench_cli_end_to_end_through_dds(tmp_path, capsys):
         assert len(r["ros"]["samples_s"]) >= 1 and np.isfinite(r["ratios"]["ros_over_floor"])
     conv = report["ros_conversions"]
     assert conv["array_instances"] == 20 and conv["image_to_rgb_is_view"]
+    assert conv["node_latency_ms"]["total.p50_ms"] > 0 and "encode.p50_ms" in conv["node_latency_ms"]
     assert "round_trip_s" in conv, conv.get("round_trip_error")
     assert 0 < conv["round_trip_s"] < 5 and len(conv["samples_s"]) == 20
     from scrap_perception.tools.bench.report import RESIDUAL

@@ -108,11 +108,11 @@ def test_classifier_resolves_auto_and_names_the_parameter():
 
 
 def test_chunk_size_and_encoder_batch_defaults_and_validation(tmp_path):
-    assert default_chunk_size(torch.device("cpu")) == 1
+    assert default_chunk_size(torch.device("cpu")) == 2
     assert default_chunk_size(torch.device("cuda")) == 64
     random_checkpoint(lambda: build_sam_model("vit_b", SMALL_VIT), tmp_path / "s.pth")
     seg = build_segmenter("vit_b", tmp_path / "s.pth", arch=SMALL_VIT, device="cpu")
-    assert seg.chunk_size == 1
+    assert seg.chunk_size == 2
     assert build_segmenter("vit_b", tmp_path / "s.pth", arch=SMALL_VIT, device="cpu", chunk_size=8).chunk_size == 8
     with pytest.raises(ValueError, match="chunk_size"):
         build_segmenter("vit_b", tmp_path / "s.pth", arch=SMALL_VIT, device="cpu", chunk_size=-2)

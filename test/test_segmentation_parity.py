@@ -58,7 +58,8 @@ class Case:
         with warnings.catch_warnings():
             warnings.simplefilter("error")  # a checkpoint is given: no random-weights warning
             self.seg = build_segmenter(cfg["model_type"], checkpoint=self.checkpoint, arch=cfg["arch"], device="cpu",
-                                       encoder_batch=len(IMAGE_SIZES), precision="fp32")  # as the reference
+                                       encoder_batch=len(IMAGE_SIZES), precision="fp32",
+                                       channels_last=False)  # as the reference (test_model_speedups: NHWC)
         self.predictor = self.package.SamPredictor(self.ref_model)
         self.images = [scene(hw, seed=i) for i, hw in enumerate(IMAGE_SIZES)]
         self.prompts = [prompt_set(hw, seed=10 + i) for i, hw in enumerate(IMAGE_SIZES)]

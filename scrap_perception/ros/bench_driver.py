@@ -206,17 +206,29 @@ class Driver:
         return result, [m for _, m in arrays]
 
     def counters(self, target: Target, timeout: float = 10.0) -> dict[str, Any]:
-        """The target node's counters from a /diagnostics message received after this call began
-        ({"counters_error": why} when none came)."""
+        """From a /diagnostics message of the target node received after this call began: its stage
+        latencies ({"latency_ms": {"encode.p50_ms": ..., ...}}, over every frame it processed) and, for a
+        camera-set target, its counters ({"counters_error": why} when no message came)."""
         hardware_id, t0 = f"{target.namespace}/{NODE_NAME}", time.monotonic()
         with self.lock:
             if not self.lock.wait_for(lambda: self.diagnostics.get(hardware_id, (0.0,))[0] > t0, timeout=timeout):
                 return {"counters_error": f"no /diagnostics from {hardware_id} within {timeout:.0f} s"}
             statuses = self.diagnostics[hardware_id][1]
         node = statuses[f"{NODE_NAME}: pipeline"]
+        latency = {"latency_ms": {k[len("latency."):]: _number(v) for k, v in node.items()
+                                  if k.startswith("latency.") and k.endswith("_ms")}}
+        if not target.views:
+            return latency
         return {"node": {k: int(node[k]) for k in SET_COUNTERS},
                 "cameras": {c: {k: int(statuses[f"{NODE_NAME}: camera {c}"][k]) for k in CAMERA_COUNTERS}
-                            for c in target.cameras}}
+                            for c in target.cameras}, **latency}
+
+
+def _number(text: str) -> float:
+    try:
+        return float(text)
+    except ValueError:  # a latency window with no frame yet
+        return float("nan")
 
 
 def drive(spec: Mapping[str, Any]) -> None:
@@ -253,8 +265,8 @@ def drive(spec: Mapping[str, Any]) -> None:
             if request["cmd"] == "finish":
                 answer({"conversions": _conversion_costs(d.node, d.frames[0], arrays),
                         "fastdds_profile": os.environ.get("FASTDDS_DEFAULT_PROFILES_FILE", ""),
-                        "nodes": {t.name: {"peak_rss_mb": status_mb("VmHWM", t.node_pid),
-                                           **(d.counters(t) if t.views else {})} for t in d.targets.values()}})
+                        "nodes": {t.name: {"peak_rss_mb": status_mb("VmHWM", t.node_pid), **d.counters(t)}
+                                  for t in d.targets.values()}})
                 break
             target = d.targets[request.get("target", "independent")]
             n, ncam = int(request["boxes"]), int(request["cameras"])
@@ -382,7 +394,7 @@ def _conversion_costs(node: Any, frame: Any, arrays: Sequence[Any], repeats: int
     }
     topic = "/bench_driver/scrap_instances"
     pub = node.create_publisher(ScrapInstanceArray, topic, output_qos(5))
-    node.create_subscription(ScrapInstanceArray, topic, lambda m: None, output_qos(5))
+    node.create_subscription(ScrapInstanceArray, topic, lambda m: None, output_qos(5), raw=True)
     rng = np.random.default_rng(0)
     box_sized = FrameResult(synthetic_instances(boxes, (h, w), rng)), Header(frame_id="bench"), (h, w)
     out.update(_array_costs("array", pub, *box_sized, repeats))

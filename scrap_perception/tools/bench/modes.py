@@ -176,6 +176,8 @@ class Bench:
         self.ros_conversions = dict(end["conversions"], fastdds_profile=end["fastdds_profile"], **trip)
         # Each node's peak since its start, loading the checkpoints included.
         self.memory_by_mode["ros_node"] = {"peak_rss_mb": end["nodes"]["independent"]["peak_rss_mb"]}
+        # The node's own stage latencies over every frame it processed: what of the ros time is inference.
+        self.ros_conversions["node_latency_ms"] = end["nodes"]["independent"].get("latency_ms", {})
         if self.camera_sets is not None:
             sets_node = end["nodes"]["sets"]
             self.memory_by_mode["ros_sets_node"] = {"peak_rss_mb": sets_node.pop("peak_rss_mb")}

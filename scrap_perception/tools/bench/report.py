@@ -157,6 +157,13 @@ def markdown(report: Mapping[str, Any]) -> str:
                      f"20 detections {_f(1000 * conv.get('detections_receive_s', math.nan), 2)} ms to receive.")]
         if "image_receive_s" in conv:
             lines.append(capacity.conversion_goals_line(conv))
+        if conv.get("node_latency_ms"):
+            lat = conv["node_latency_ms"]
+            stages = [s for s in ("convert", "encode", "mask_decode", "classify", "publish", "total")
+                      if f"{s}.p50_ms" in lat]
+            lines.append("The node's own stages over every frame it processed (ms, p50/p95; its /diagnostics): "
+                         + ", ".join(f"{s} {_f(lat[f'{s}.p50_ms'], 1)}/{_f(lat.get(f'{s}.p95_ms'), 1)}"
+                                     for s in stages) + ".")
     if report.get("model_flops"):
         lines += flops_markdown(report)
     if report.get("camera_sets"):
