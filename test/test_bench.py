@@ -267,7 +267,7 @@ def test_bad_options_give_a_message_not_a_traceback(capsys):
 def test_bench_gpu_runs_both_precisions_over_the_cuda_configurations(tmp_path):
     """make bench-gpu's runs parse as bench options: CUDA, auto and fp32, N 1/20/50, 1 and 4 cameras, the
     floor (which measures decoder chunks and encoder batches), a budget, within the target's limit."""
-    runs = [parser().parse_args(["bench", *bench_gpu.bench_args(p, tmp_path / p)]) for p in bench_gpu.PRECISIONS]
+    runs = [parser().parse_args(["bench", *bench_gpu.bench_args(p, tmp_path / p)]) for p in bench_gpu.RUN_PRECISIONS]
     assert [a.precision for a in runs] == ["auto", "fp32"]
     for a in runs:
         assert a.device == "cuda" and a.boxes == [1, 20, 50] and a.cameras == [1, 4] and a.budget == 5.0

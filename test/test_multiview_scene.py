@@ -2,7 +2,6 @@
 and independent ray casting, the dataset files (COCO with shared object ids, rig, 3D ground truth)."""
 import argparse
 import dataclasses
-import hashlib
 import json
 
 import numpy as np
@@ -16,6 +15,7 @@ from scrap_perception.multiview.render import pixel_rays, rasterise, render_view
 from scrap_perception.multiview.rig import Camera, load_rig, look_at
 from scrap_perception.tools import synth_cmd
 from scrap_perception.tools.synth_cmd import generate_multiview
+from test_synth import folder_digest
 
 
 def _camera(eye, target, width=160, height=120, f=150.0):
@@ -48,14 +48,6 @@ def _ray_cast(origin, dirs, tris):
         t = np.where(hit, t, np.inf)
         best[start:start + 512], which[start:start + 512] = t.min(1), np.where(hit.any(1), t.argmin(1), -1)
     return best, which
-
-
-def _digest(folder):
-    h = hashlib.sha256()
-    for f in sorted(p for p in folder.rglob("*") if p.is_file()):
-        h.update(f.relative_to(folder).as_posix().encode())
-        h.update(f.read_bytes())
-    return h.hexdigest()
 
 
 def test_solids_lie_on_the_floor_without_overlapping_and_touch():
@@ -157,7 +149,7 @@ def dataset(tmp_path_factory):
 def test_same_seed_same_bytes(tmp_path, dataset):
     generate_multiview(tmp_path / "a", 3, 2, seed=2, image_size=(180, 240), objects=(7, 8), speed=0.1,
                        min_area=20, preview=2, progress=False)
-    assert _digest(tmp_path / "a") == _digest(dataset)
+    assert folder_digest(tmp_path / "a") == folder_digest(dataset)
     generate_multiview(tmp_path / "b", 3, 2, seed=3, image_size=(180, 240), objects=(7, 8), speed=0.1,
                        min_area=20, preview=2, progress=False)
     assert (tmp_path / "b" / "annotations.json").read_bytes() != (dataset / "annotations.json").read_bytes()

@@ -10,7 +10,8 @@ from scrap_perception.data import CocoDataset
 from scrap_perception.labels import DEFAULT_LABELS
 
 
-def _digest(folder):
+def folder_digest(folder):
+    """SHA-256 over every file's relative path and bytes: equal folders, equal digests."""
     h = hashlib.sha256()
     for f in sorted(p for p in folder.rglob("*") if p.is_file()):
         h.update(f.relative_to(folder).as_posix().encode())
@@ -22,8 +23,8 @@ def test_same_seed_same_bytes(tmp_path):
     a = synth.generate_dataset(tmp_path / "a", 3, seed=11, image_size=(90, 160), progress=False)
     b = synth.generate_dataset(tmp_path / "b", 3, seed=11, image_size=(90, 160), progress=False)
     c = synth.generate_dataset(tmp_path / "c", 3, seed=12, image_size=(90, 160), progress=False)
-    assert _digest(a.parent) == _digest(b.parent)
-    assert _digest(a.parent) != _digest(c.parent)
+    assert folder_digest(a.parent) == folder_digest(b.parent)
+    assert folder_digest(a.parent) != folder_digest(c.parent)
     # Image k does not depend on how many images are made.
     d = synth.generate_dataset(tmp_path / "d", 2, seed=11, image_size=(90, 160), progress=False)
     assert (d.parent / "images" / "000001.png").read_bytes() == (a.parent / "images" / "000001.png").read_bytes()

@@ -286,10 +286,10 @@ def segmentation_scores(rec: dict, ann_file: Path, cameras: Sequence[str]) -> tu
     return out, all_dice
 
 
-def set_truth(ds: Any, view_set: Any) -> tuple[Optional[int], dict[tuple[str, str], int]]:
-    """The frame of a recorded ScrapViewSet (from its instance ids, the annotation ids) and the ground
-    truth of that frame: every annotated view (camera, annotation id) -> object_id."""
-    frame_of = {str(a["id"]): f for (f, _), im in ds.images.items() for a in ds.anns.get(im["id"], [])}
+def set_truth(ds: Any, frame_of: dict[str, int], view_set: Any) -> tuple[Optional[int], dict[tuple[str, str], int]]:
+    """The frame of a recorded ScrapViewSet (from its instance ids, the annotation ids; ``frame_of``:
+    annotation id -> frame) and the ground truth of that frame: every annotated view (camera, annotation
+    id) -> object_id."""
     frames = [frame_of[i.id] for v in view_set.views for i in v.instances if i.id in frame_of]
     if not frames:
         return None, {}
@@ -306,10 +306,11 @@ def association_scores(rec: dict, data: Path) -> dict:
         seen_twice, table_row
 
     ds = load_set(data)
+    frame_of = {str(a["id"]): f for (f, _), im in ds.images.items() for a in ds.anns.get(im["id"], [])}
     tally, extents, exact = Tally(), [], 0
     for stamp in sorted(rec["objects"]):
         arr, view_set = rec["objects"][stamp], rec["sets"].get(stamp)
-        frame, truth = set_truth(ds, view_set) if view_set is not None else (None, {})
+        frame, truth = set_truth(ds, frame_of, view_set) if view_set is not None else (None, {})
         if frame is None:
             continue
         eligible = seen_twice(truth)

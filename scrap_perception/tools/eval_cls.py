@@ -29,6 +29,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from ..devices import PRECISION_CHOICES
 from ..metrics import MACRO_MODES
 from . import (ToolError, add_run_options, fail, input_errors, parse_mapping, run_folder, save_config, seed_models,
                write_table)
@@ -165,7 +166,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--bootstrap", type=int, default=1000,
                    help="bootstrap resamples of the 95%% intervals (default 1000)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
-    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+    p.add_argument("--precision", default="auto", choices=PRECISION_CHOICES,
                    help="auto (default): bf16 where the device runs it natively, else fp32; fp16 needs CUDA")
     add_run_options(p, TOOL)
     p.set_defaults(func=run)

@@ -47,6 +47,7 @@ from typing import Any, Optional, Sequence
 
 import numpy as np
 
+from ..devices import PRECISION_CHOICES
 from ..prompt_strategies import PERTURB_MODES, SHIFT_RANGES, STRATEGIES
 from . import (ToolError, add_run_options, fail, input_errors, parse_json_arg, parse_mapping, run_folder, save_config,
                seed_call, seed_models, write_table)
@@ -446,7 +447,7 @@ def register(subparsers: argparse._SubParsersAction) -> argparse.ArgumentParser:
     p.add_argument("--s1-pred-iou-thresh", type=float, default=0.88, help="S1 predicted-IoU filter (default 0.88)")
     p.add_argument("--s1-stability-thresh", type=float, default=0.95, help="S1 stability filter (default 0.95)")
     p.add_argument("--device", default="auto", help="auto | cpu | cuda[:N]")
-    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+    p.add_argument("--precision", default="auto", choices=PRECISION_CHOICES,
                    help="auto (default): bf16 where the device runs it natively, else fp32; fp16 needs CUDA")
     p.add_argument("--chunk-size", type=int, default=None, help="prompts per decoder call (default per device)")
     add_run_options(p, TOOL)

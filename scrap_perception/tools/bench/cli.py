@@ -51,6 +51,7 @@ from typing import Optional, Sequence
 
 import torch
 
+from ...devices import PRECISION_CHOICES
 from ...segmentation.config import SMALL_VIT_ARCH
 from .. import ToolError, run_folder
 from .frames import make_frames
@@ -105,7 +106,7 @@ def add_arguments(p: argparse.ArgumentParser) -> None:
     from .. import parse_json_arg
 
     p.add_argument("--device", default="auto", help="auto | cpu | cuda | cuda:N (CUDA is synchronised around timers)")
-    p.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16", "fp16"),
+    p.add_argument("--precision", default="auto", choices=PRECISION_CHOICES,
                    help="auto (default): bf16 where the device runs it natively, else fp32 (the report names what "
                         "each model ran at); fp16 needs CUDA")
     p.add_argument("--boxes", type=_ints, default=[1, 5, 20, 50], help="boxes per frame (default 1,5,20,50)")

@@ -18,7 +18,7 @@ from pathlib import Path
 from typing import Optional, Sequence
 
 TOTAL_S = 480  # the target's limit: 8 minutes on one GPU
-PRECISIONS = ("auto", "fp32")
+RUN_PRECISIONS = ("auto", "fp32")  # one bench run each
 SETUP_S = 30  # interpreter start and model loading outside the runs' share
 
 
@@ -44,9 +44,9 @@ def cuda_problem(device: str) -> Optional[str]:
 def run(out: Path, device: str = "cuda", budget: float = 5.0) -> int:
     """The runs, one after another, each killed at its share of TOTAL_S; 0 when all finished."""
     out.mkdir(parents=True, exist_ok=True)
-    share = (TOTAL_S - SETUP_S) / len(PRECISIONS)
+    share = (TOTAL_S - SETUP_S) / len(RUN_PRECISIONS)
     runs, lines = [], ["# scrap_perception GPU benchmark", ""]
-    for precision in PRECISIONS:
+    for precision in RUN_PRECISIONS:
         folder = out / precision
         cmd = [sys.executable, "-m", "scrap_perception.tools.bench.cli", *bench_args(precision, folder, device, budget)]
         print(f"bench-gpu: {' '.join(cmd[1:])}", file=sys.stderr)
